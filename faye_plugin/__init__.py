@@ -21,7 +21,11 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "faye: container registry (HTTP API v2)",
                 "ui-field-behaviour": {
                     "hidden-fields": ["extra"],
-                    "relabeling": {"host": "Registry URL", "login": "Username", "password": "Password or token"},
+                    "relabeling": {
+                        "host": "Registry URL",
+                        "login": "Username",
+                        "password": "Password or token",
+                    },
                 },
             },
             {

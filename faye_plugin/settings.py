@@ -1,0 +1,29 @@
+"""faye's runtime settings: the Airflow config section ``[faye]``, read lazily (never at import).
+
+Every value can be set in ``airflow.cfg`` or as ``AIRFLOW__FAYE__<KEY>`` in the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SECTION = "faye"
+TEST_SERVERS_POOL = "faye_test_servers"
+
+
+def _get(key: str, fallback: str | None = None) -> str | None:
+    env = os.environ.get(f"AIRFLOW__{SECTION.upper()}__{key.upper()}")
+    if env is not None:
+        return env
+    from airflow.configuration import conf
+
+    return conf.get(SECTION, key, fallback=fallback)
+
+
+def catalogue_path() -> Path:
+    """Return the path of the service catalogue (``[faye] catalogue``, else ``$FAYE_HOME/catalogue.yaml``)."""
+    value = _get("catalogue")
+    if value:
+        return Path(value)
+    return Path(os.environ.get("FAYE_HOME", ".faye")).resolve() / "catalogue.yaml"

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from faye_plugin.catalogue import load_catalogue, parse_catalogue
+from faye_plugin.exceptions import CatalogueError
+
+DOC = {
+    "test_servers": [{"name": "t1", "docker_url": "unix:///x/t1.sock"}],
+    "services": {
+        "hello": {
+            "cloud_run": {"project": "local", "region": "europe-west1"},
+            "image": "127.0.0.1:5000/hello",
+            "build": {"git_url": "/tmp/hello"},
+            "slots": ["a", "b"],
+            "test": {"command": ["sh", "-c", "true"]},
+        }
+    },
+}
+
+
+def test_parses_and_defaults() -> None:
+    cat = parse_catalogue(DOC)
+    svc = cat.service("hello")
+    assert svc.cloud_run.service == "hello"
+    assert svc.test is not None and svc.test.image == "127.0.0.1:5000/hello"
+    assert cat.defaults.slot_policy == "evict-oldest"
+    assert [s.name for s in cat.test_servers] == ["t1"]
+
+
+def test_unknown_service_and_slot_are_named() -> None:
+    cat = parse_catalogue(DOC)
+    with pytest.raises(CatalogueError, match=r"unknown service 'nope'.*hello"):
+        cat.service("nope")
+    with pytest.raises(CatalogueError, match=r"unknown slot 'z'.*a, b"):
+        cat.service("hello").require_slot("z")
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"slots": []}, "at least one slot"),
+        ({"slots": ["Bad_Slot"]}, "DNS label"),
+        ({"image": None}, "missing required key 'image'"),
+        ({"test": {"command": "not a list"}}, "test.command"),
+    ],
+)
+def test_bad_services_are_refused(patch: dict, message: str) -> None:
+    doc = {**DOC, "services": {"hello": {**DOC["services"]["hello"], **patch}}}
+    with pytest.raises(CatalogueError, match=message):
+        parse_catalogue(doc)
+
+
+def test_load_from_file_and_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "catalogue.yaml"
+    with pytest.raises(CatalogueError, match="no catalogue at"):
+        load_catalogue(path)
+    path.write_text(yaml.safe_dump(DOC))
+    assert load_catalogue(path).service("hello").slots == ("a", "b")
