@@ -43,3 +43,13 @@ class BuildFailedError(FayeError, RuntimeError):
 
 class StackError(FayeError, RuntimeError):
     """The local stack could not be started, stopped or inspected."""
+
+
+class CloudRunApiError(FayeError):
+    """The Cloud Run emulator refuses a request, as the real API would: HTTP status, gRPC status, message."""
+
+    def __init__(self, http_status: int, status: str, message: str) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.status = status
+        self.message = message
