@@ -1,0 +1,244 @@
+"""The queue's pure rules: superseding, safe points, slot choice, what a run waits for."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from faye_plugin.exceptions import SlotBusyError
+from faye_plugin.queue import (
+    Holder,
+    RunInfo,
+    TagRequest,
+    TaskState,
+    choose_slot,
+    in_critical_section,
+    is_superseded,
+    past_safe_point,
+    plan_supersede,
+    queue_rows,
+    safe_point_decision,
+    superseded_note,
+    waiting_for,
+)
+
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def run(
+    run_id: str,
+    minute: int,
+    *,
+    pr: int = 7,
+    service: str = "hello",
+    dag_id: str = "faye_deploy",
+    state: str = "running",
+    sha: str = "a" * 40,
+    priority: int = 0,
+    note: str | None = None,
+) -> RunInfo:
+    return RunInfo(
+        dag_id=dag_id,
+        run_id=run_id,
+        state=state,
+        run_after=T0 + timedelta(minutes=minute),
+        conf={"service": service, "pr": pr, "git_sha": sha, "priority": priority},
+        note=note,
+    )
+
+
+def tis(**states: str | None) -> list[TaskState]:
+    return [TaskState(task_id=k, state=v) for k, v in states.items()]
+
+
+# ------------------------------------------------------------------------------------------ supersede
+
+
+def test_newer_run_cancels_an_older_one_not_yet_at_its_safe_point() -> None:
+    old, new = run("old", 0), run("new", 1)
+    plan = plan_supersede(new, [old, new], {"old": tis(check_image="running", still_newest=None)})
+    assert [r.run_id for r in plan.cancel] == ["old"]
+    assert plan.wait_for == () and plan.superseded_by is None
+
+
+def test_an_older_run_inside_its_writes_is_waited_for_not_cancelled() -> None:
+    old, new = run("old", 0), run("new", 1)
+    old_tis = tis(still_newest="success", release_slot="success", deploy_revision="deferred")
+    plan = plan_supersede(new, [old, new], {"old": old_tis})
+    assert plan.cancel == ()
+    assert [r.run_id for r in plan.wait_for] == ["old"]
+    decision = safe_point_decision(new, [old, new], {"old": old_tis})
+    assert decision.action == "wait" and decision.other_run_id == "old"
+
+
+def test_a_run_whose_safe_point_check_is_running_is_not_cancelled() -> None:
+    assert past_safe_point(tis(still_newest="running"))
+    assert not past_safe_point(tis(still_newest="up_for_reschedule"))
+    assert not past_safe_point(tis(still_newest="queued", build="running"))
+    assert past_safe_point(tis(still_newest=None, release_slot="running"))
+
+
+def test_critical_section_ends_when_the_proxy_is_updated() -> None:
+    assert in_critical_section(tis(still_newest="success", update_proxy="queued"))
+    assert not in_critical_section(tis(still_newest="success", update_proxy="success"))
+    assert not in_critical_section(tis(still_newest="success", update_proxy="upstream_failed"))
+    assert not in_critical_section(tis(still_newest="scheduled"))
+
+
+def test_an_older_run_finds_itself_superseded() -> None:
+    old, new = run("old", 0), run("new", 1)
+    plan = plan_supersede(old, [old, new], {})
+    assert plan.superseded_by == new and plan.cancel == ()
+    decision = safe_point_decision(old, [old, new], {})
+    assert decision.action == "superseded" and "new" in decision.reason
+
+
+def test_other_prs_services_dags_and_finished_runs_are_left_alone() -> None:
+    me = run("me", 5)
+    others = [
+        run("other-pr", 0, pr=8),
+        run("other-service", 0, service="world"),
+        run("cleanup", 0, dag_id="faye_cleanup"),
+        run("a-test", 0, dag_id="faye_test"),
+        run("finished", 0, state="success"),
+    ]
+    plan = plan_supersede(me, [*others, me], {})
+    assert plan == plan_supersede(me, [me], {})
+    assert plan.cancel == () and plan.wait_for == () and plan.superseded_by is None
+
+
+def test_trigger_time_ties_are_broken_by_run_id() -> None:
+    a, b = run("manual__a", 0), run("manual__b", 0)
+    assert plan_supersede(b, [a, b], {}).cancel == (a,)
+    assert plan_supersede(a, [a, b], {}).superseded_by == b
+
+
+def test_an_older_request_never_overwrites_a_newer_finished_deploy() -> None:
+    me = run("late-old", 0)
+    newer_done = TagRequest(
+        run_id="newer", requested_at=(T0 + timedelta(minutes=1)).timestamp(), git_sha="b" * 40
+    )
+    decision = safe_point_decision(me, [me], {}, newer_done)
+    assert decision.action == "superseded" and decision.other_run_id == "newer"
+    older_done = TagRequest(run_id="older", requested_at=(T0 - timedelta(minutes=1)).timestamp())
+    assert safe_point_decision(me, [me], {}, older_done).action == "proceed"
+    # its own earlier attempt (a retry of the same run) does not count as newer
+    mine = TagRequest(run_id="late-old", requested_at=(T0 + timedelta(minutes=5)).timestamp())
+    assert safe_point_decision(me, [me], {}, mine).action == "proceed"
+
+
+def test_superseded_note_round_trip() -> None:
+    note = superseded_note("manual__new", "a newer deploy of PR 7")
+    assert note.startswith("superseded by manual__new")
+    assert is_superseded(run("x", 0, note=note))
+    assert not is_superseded(run("x", 0, note="deployed by hand"))
+    assert len(superseded_note("r", "x" * 5000)) == 1000
+
+
+# ------------------------------------------------------------------------------------------ slots
+
+SLOTS = ("a", "b")
+NOW = 1_800_000_000.0
+
+
+def choose(pr: int, holders: dict[str, Holder], policy: str = "evict-oldest", slot: str | None = None):
+    return choose_slot(
+        service="hello",
+        pr=pr,
+        requested_slot=slot,
+        service_slots=SLOTS,
+        holders=holders,
+        policy=policy,
+        now=NOW,
+    )
+
+
+def test_a_pr_keeps_the_slot_it_holds() -> None:
+    holders = {"a": Holder(pr=1, deployed_at=NOW - 50), "b": Holder(pr=2, deployed_at=NOW - 100)}
+    decision = choose(2, holders)
+    assert decision.slot == "b" and decision.evict is None
+
+
+def test_a_free_slot_is_taken_before_anything_is_evicted() -> None:
+    decision = choose(3, {"a": Holder(pr=1, deployed_at=NOW - 50)})
+    assert decision.slot == "b" and decision.evict is None
+
+
+def test_evict_oldest_takes_the_least_recently_deployed_unpinned_preview() -> None:
+    holders = {
+        "a": Holder(pr=1, deployed_at=NOW - 500, pinned=True),
+        "b": Holder(pr=2, deployed_at=NOW - 100),
+    }
+    decision = choose(3, holders)
+    assert decision.slot == "b" and decision.evict == holders["b"]
+    holders["a"] = Holder(pr=1, deployed_at=NOW - 500)
+    assert choose(3, holders).slot == "a"
+
+
+def test_a_claim_still_deploying_is_not_evicted_until_abandoned() -> None:
+    holders = {"a": Holder(pr=1, claimed_at=NOW - 5), "b": Holder(pr=2, claimed_at=NOW - 10)}
+    decision = choose(3, holders)
+    assert decision.waits and "deploying" in decision.reason
+    holders["b"] = Holder(pr=2, claimed_at=NOW - 7200)
+    assert choose(3, holders).evict == holders["b"]
+
+
+def test_wait_policy_waits_and_fail_policy_names_slots_and_holders() -> None:
+    holders = {
+        "a": Holder(pr=1, sha="1" * 40, deployed_at=NOW - 5),
+        "b": Holder(pr=2, sha="2" * 40, deployed_at=NOW),
+    }
+    assert choose(3, holders, "wait").waits
+    with pytest.raises(SlotBusyError) as err:
+        choose(3, holders, "fail")
+    message = str(err.value)
+    assert "a: PR 1 (sha 1111111)" in message and "b: PR 2 (sha 2222222)" in message and "PR 3" in message
+
+
+def test_a_requested_slot_is_taken_from_its_holder_unless_pinned() -> None:
+    holders = {"a": Holder(pr=1, deployed_at=NOW - 5)}
+    assert choose(3, holders, "fail", slot="a").evict == holders["a"]
+    assert choose(1, holders, "fail", slot="a").evict is None
+    with pytest.raises(SlotBusyError, match="slot a is held"):
+        choose(3, {"a": Holder(pr=1, deployed_at=NOW, pinned=True)}, "fail", slot="a")
+    with pytest.raises(ValueError, match="unknown slot 'z'"):
+        choose(3, {}, slot="z")
+
+
+def test_holders_of_slots_outside_the_catalogue_are_ignored() -> None:
+    decision = choose(3, {"gone": Holder(pr=9, deployed_at=NOW)})
+    assert decision.slot == "a"
+
+
+# ------------------------------------------------------------------------------------------ queue view
+
+
+def test_waiting_for_names_a_test_server_a_slot_and_a_running_deploy() -> None:
+    me = run("me", 2)
+    testing = [
+        TaskState("update_proxy", "success"),
+        TaskState("test.run_tests", "scheduled", pool="faye_test_servers"),
+    ]
+    assert waiting_for(me, testing, [], {}) == "a test server"
+    slotting = [TaskState("release_slot", "up_for_reschedule")]
+    assert waiting_for(me, slotting, [], {}) == "a slot"
+    old = run("old", 0)
+    old_tis = tis(still_newest="success", deploy_revision="running")
+    mine = [TaskState("still_newest", "up_for_reschedule")]
+    assert waiting_for(me, mine, [old, me], {"old": old_tis}) == "a running deploy of PR 7 (old)"
+    assert waiting_for(run("q", 3, state="queued"), [], [], {}).startswith("its turn")
+    assert waiting_for(me, [TaskState("check_image", "running")], [], {}) == ""
+
+
+def test_queue_rows_order_by_priority_then_trigger_time() -> None:
+    runs = [
+        run("draft", 0, pr=1),
+        run("rc", 1, pr=2, priority=50),
+        run("later", 2, pr=3),
+        run("done", 0, state="success"),
+    ]
+    rows = queue_rows(runs, {"draft": [TaskState("build.build_image", "running")]})
+    assert [r.run_id for r in rows] == ["rc", "draft", "later"]
+    assert rows[1].step == "build.build_image (running)" and rows[1].pr == 1 and rows[0].priority == 50
+    assert rows[0].as_dict()["waiting_for"] == ""
