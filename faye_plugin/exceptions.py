@@ -53,3 +53,11 @@ class CloudRunApiError(FayeError):
         self.http_status = http_status
         self.status = status
         self.message = message
+
+
+class AirflowApiError(FayeError, RuntimeError):
+    """Airflow's REST API answered an error (status and body in the message) or could not be reached."""
+
+
+class SupersededError(FayeError, RuntimeError):
+    """This deploy was superseded by a newer one of the same preview; it stops before writing anything."""
