@@ -1,0 +1,226 @@
+"""Leases on the test servers: which test run holds which Docker host, kept on the host itself.
+
+A test server holds its own lock. The lease is a container with a fixed name (``faye-lease``),
+*created but never started*, from an image every test server has (``localhost/faye-base:latest`` on
+the local stack; ``lease_image`` changes it). Its labels say who holds it and until when:
+
+* ``faye.lease.holder``  ``<dag_id>/<run_id>/<task_id>/<try>`` of the holding task instance
+* ``faye.lease.acquired`` and ``faye.lease.expires``  epoch seconds
+
+Creating a container whose name is taken fails atomically (Docker answers 409, podman 500 "already
+in use"), so two test runs can never take the same server. Removing the container (by its id, only
+by the holder) releases the lease. A lease whose ``expires`` has passed belongs to a holder that was
+killed without a chance to clean up: anyone may take it over (remove *that* container by id, then
+create a new one; if two take over at once, one create wins and the other sees "taken").
+
+No new database, no clock on the Airflow side: the lock lives and dies with the server it guards.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import requests
+from docker import APIClient
+from docker.errors import APIError, DockerException, NotFound
+
+from faye_plugin.catalogue import DockerHost
+
+LEASE_NAME = "faye-lease"
+DEFAULT_LEASE_IMAGE = "localhost/faye-base:latest"
+LABEL_HOLDER = "faye.lease.holder"
+LABEL_ACQUIRED = "faye.lease.acquired"
+LABEL_EXPIRES = "faye.lease.expires"
+#: Label put on the test containers themselves, naming the lease holder that started them.
+LABEL_TEST_HOLDER = "faye.test.holder"
+
+#: Errors meaning "this server cannot be reached right now": try another one, or wait.
+UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    DockerException,
+    OSError,
+)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One test server held by one test run until ``expires`` (epoch seconds)."""
+
+    server: str
+    holder: str
+    acquired: float
+    expires: float
+    container_id: str
+
+    def expired(self, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) >= self.expires
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "server": self.server,
+            "holder": self.holder,
+            "acquired": self.acquired,
+            "expires": self.expires,
+            "container_id": self.container_id,
+        }
+
+
+def lease_labels(holder: str, acquired: float, ttl_seconds: float) -> dict[str, str]:
+    """Return the labels of a lease container taken by ``holder`` at ``acquired`` for ``ttl_seconds``."""
+    return {
+        LABEL_HOLDER: holder,
+        LABEL_ACQUIRED: f"{acquired:.3f}",
+        LABEL_EXPIRES: f"{acquired + ttl_seconds:.3f}",
+    }
+
+
+def lease_from_labels(server: str, container_id: str, labels: dict[str, str] | None) -> Lease:
+    """Read a lease back from its container's labels; a lease without a valid expiry is expired."""
+    labels = labels or {}
+
+    def _num(key: str) -> float:
+        try:
+            return float(labels.get(key, "0"))
+        except ValueError:
+            return 0.0
+
+    return Lease(
+        server=server,
+        holder=labels.get(LABEL_HOLDER, ""),
+        acquired=_num(LABEL_ACQUIRED),
+        expires=_num(LABEL_EXPIRES),
+        container_id=container_id,
+    )
+
+
+def _name_taken(err: APIError) -> bool:
+    explanation = str(getattr(err, "explanation", "") or err)
+    return err.status_code == 409 or "already in use" in explanation
+
+
+class TestServerHook:
+    """Take, inspect and release the lease of one test server through its Docker Engine API.
+
+    :param server: the test server from the catalogue (Docker URL and TLS settings).
+    :param lease_image: an image the server already has; the lease container is created from it.
+    :param timeout: seconds for each Docker API call.
+    """
+
+    __test__ = False  # not a pytest test class
+    hook_name = "faye: test server leases"
+
+    def __init__(self, server: DockerHost, lease_image: str = DEFAULT_LEASE_IMAGE, timeout: int = 30) -> None:
+        self.server = server
+        self.lease_image = lease_image
+        self.timeout = timeout
+
+    @cached_property
+    def client(self) -> APIClient:
+        """Return the (cached) low-level Docker client of this server."""
+        from airflow.providers.docker.hooks.docker import DockerHook
+
+        tls = DockerHook.construct_tls_config(
+            ca_cert=self.server.tls_ca_cert,
+            client_cert=self.server.tls_client_cert,
+            client_key=self.server.tls_client_key,
+            verify=self.server.tls_verify,
+        )
+        return APIClient(base_url=self.server.docker_url, version="auto", tls=tls, timeout=self.timeout)
+
+    def current_lease(self) -> Lease | None:
+        """Return the lease the server holds now, or None when it is free."""
+        try:
+            info = self.client.inspect_container(LEASE_NAME)
+        except NotFound:
+            return None
+        return lease_from_labels(self.server.name, info["Id"], (info.get("Config") or {}).get("Labels"))
+
+    def try_acquire(self, holder: str, ttl_seconds: float) -> Lease | None:
+        """Take the server for ``holder`` for ``ttl_seconds``; return None when someone else holds it.
+
+        An expired lease is taken over. Taking a lease the same holder already has returns it renewed
+        (a retried or resumed task instance asks again).
+        """
+        for _ in range(2):
+            now = time.time()
+            labels = lease_labels(holder, now, ttl_seconds)
+            try:
+                created = self.client.create_container(
+                    self.lease_image, command=["true"], name=LEASE_NAME, labels=labels
+                )
+            except APIError as err:
+                if not _name_taken(err):
+                    raise
+            else:
+                return lease_from_labels(self.server.name, created["Id"], labels)
+            current = self.current_lease()
+            if current is None:
+                continue  # released between our create and our look: try once more
+            if current.holder != holder and not current.expired(now):
+                return None
+            self._remove(current.container_id)
+            self.remove_test_containers(current.holder)
+        return None
+
+    def release(self, lease: Lease) -> bool:
+        """Release ``lease`` if the server still holds exactly it; return whether it was removed."""
+        current = self.current_lease()
+        if current is None or current.container_id != lease.container_id:
+            return False
+        return self._remove(lease.container_id)
+
+    def remove_test_containers(self, holder: str) -> int:
+        """Force-remove test containers started by ``holder`` (left behind by a killed holder)."""
+        removed = 0
+        for container in self.client.containers(all=True, filters={"label": f"{LABEL_TEST_HOLDER}={holder}"}):
+            if self._remove(container["Id"]):
+                removed += 1
+        return removed
+
+    def _remove(self, container_id: str) -> bool:
+        try:
+            self.client.remove_container(container_id, force=True)
+        except NotFound:
+            return False
+        return True
+
+
+def acquire_any(
+    servers: tuple[DockerHost, ...] | list[DockerHost],
+    holder: str,
+    ttl_seconds: float,
+    lease_image: str = DEFAULT_LEASE_IMAGE,
+) -> tuple[DockerHost, Lease] | None:
+    """Lease the first free server of ``servers`` (in catalogue order); None when all are held.
+
+    A server that cannot be reached is skipped (it cannot run a test either).
+    """
+    for server in servers:
+        hook = TestServerHook(server, lease_image=lease_image)
+        try:
+            lease = hook.try_acquire(holder, ttl_seconds)
+        except UNREACHABLE_ERRORS:
+            continue
+        if lease is not None:
+            return server, lease
+    return None
+
+
+def free_servers(
+    servers: tuple[DockerHost, ...] | list[DockerHost], lease_image: str = DEFAULT_LEASE_IMAGE
+) -> list[str]:
+    """Return the names of the servers whose lease is absent or expired (unreachable ones excluded)."""
+    free: list[str] = []
+    now = time.time()
+    for server in servers:
+        try:
+            lease = TestServerHook(server, lease_image=lease_image).current_lease()
+        except UNREACHABLE_ERRORS:
+            continue
+        if lease is None or lease.expired(now):
+            free.append(server.name)
+    return free
