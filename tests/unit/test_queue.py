@@ -242,3 +242,30 @@ def test_queue_rows_order_by_priority_then_trigger_time() -> None:
     assert [r.run_id for r in rows] == ["rc", "draft", "later"]
     assert rows[1].step == "build.build_image (running)" and rows[1].pr == 1 and rows[0].priority == 50
     assert rows[0].as_dict()["waiting_for"] == ""
+
+
+# ------------------------------------------------------------------------------------------ priority, records
+
+
+def test_priority_orders_weights_and_applying_the_policy_twice_changes_nothing() -> None:
+    from faye_plugin.policies import weight_for
+
+    draft = weight_for("faye_test", 3, {"priority": 0})
+    release = weight_for("faye_test", 3, {"priority": 50})
+    assert draft is not None and release is not None and release > draft
+    assert weight_for("faye_test", release, {"priority": 50}) == release
+    assert weight_for("faye_cleanup", 3, {"priority": 50}) == 3
+    assert weight_for("faye_deploy", 3, {"priority": "junk"}) == 3
+
+
+def test_request_records_round_trip_and_keep_other_tags() -> None:
+    from faye_plugin.operators.queue import read_requests, write_request
+
+    annotations: dict[str, str] = {"other": "kept"}
+    write_request(annotations, "pr-1", TagRequest("run-a", 100.0, "a" * 40))
+    write_request(annotations, "pr-2", TagRequest("run-b", 200.0, None))
+    write_request(annotations, "pr-1", TagRequest("run-c", 300.0, "c" * 40))
+    records = read_requests(annotations)
+    assert records["pr-1"] == TagRequest("run-c", 300.0, "c" * 40)
+    assert records["pr-2"].run_id == "run-b" and annotations["other"] == "kept"
+    assert read_requests({"faye.dev/requests": "not json"}) == {}
