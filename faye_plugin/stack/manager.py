@@ -1,0 +1,231 @@
+"""``faye stack up | down | status``: bring the local stack's parts up, check them, and stop them.
+
+``up`` is idempotent: what already runs (our pid file, same command line) is reused. Before starting
+anything it checks every port it would need, so a taken port fails the whole ``up`` with nothing
+half-started. ``down`` stops only what our pid files name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from faye_plugin.exceptions import StackError
+from faye_plugin.stack import caddy, packages, podman, registry
+from faye_plugin.stack.config import StackConfig
+from faye_plugin.stack.processes import ProcessSpec, Supervisor, port_free
+
+Say = Callable[[str], None]
+HEALTHY = "healthy"
+UNHEALTHY = "unhealthy"
+ABSENT = "absent"
+EMULATOR_MODULE = "faye_plugin.emulator.__main__"
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """Return True when ``url`` answers 2xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return 200 <= resp.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def base_env() -> dict[str, str]:
+    """The environment every part inherits: ours, minus what slows Python down."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def emulator_available() -> bool:
+    try:
+        return importlib.util.find_spec(EMULATOR_MODULE) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@contextlib.contextmanager
+def _locked(cfg: StackConfig) -> Iterator[None]:
+    """Serialise ``up``/``down`` on one state folder."""
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    with open(cfg.home / "stack.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class Stack:
+    """The local stack of one state folder."""
+
+    def __init__(self, cfg: StackConfig, say: Say = _quiet) -> None:
+        self.cfg = cfg
+        self.say = say
+        self.sup = Supervisor(cfg.run_dir)
+
+    # --- what the stack is made of ----------------------------------------------------------
+    def specs(self) -> list[tuple[ProcessSpec, str | None]]:
+        """Every process of the stack with the port key it binds (None for unix sockets)."""
+        env = base_env()
+        out: list[tuple[ProcessSpec, str | None]] = [
+            (registry.service_spec(self.cfg, env), "registry"),
+            (caddy.service_spec(self.cfg, env), "proxy"),
+        ]
+        out += [(podman.service_spec(self.cfg, host, env), None) for host in self.cfg.docker_hosts]
+        if emulator_available():
+            out.append((self.emulator_spec(env), "cloud_run"))
+        return out
+
+    def emulator_spec(self, env: dict[str, str]) -> ProcessSpec:
+        import sys
+
+        state = self.cfg.home / "emulator"
+        state.mkdir(parents=True, exist_ok=True)
+        return ProcessSpec(
+            name="emulator",
+            argv=[
+                *(sys.executable, "-m", "faye_plugin.emulator", "--host", "127.0.0.1"),
+                *("--port", str(self.cfg.ports["cloud_run"]), "--state-dir", str(state)),
+                *("--docker-url", self.cfg.docker_url("run")),
+            ],
+            env=env,
+            cwd=state,
+            log=self.cfg.log_dir / "emulator.log",
+        )
+
+    # --- checks -------------------------------------------------------------------------------
+    def check_ports(self, wanted: list[tuple[str, str]]) -> None:
+        """Fail with the port and its variable if a port of a part that is not running is taken.
+
+        ``wanted`` lists (process name, port key) pairs.
+        """
+        for proc_name, key in wanted:
+            if self.sup.pid(proc_name) is not None:
+                continue
+            port = self.cfg.ports[key]
+            if not port_free(port):
+                raise StackError(
+                    f"port {port} ({key}) is already in use by another program: move it with "
+                    f"{self.cfg.port_variable(key)}=<port> or move every port with FAYE_PORT_BASE=<base>; "
+                    f"nothing was started"
+                )
+
+    def health(self) -> dict[str, str]:
+        """Return each part's health: healthy, unhealthy (expected but not answering) or absent."""
+        cfg = self.cfg
+        out = {
+            "registry": HEALTHY if http_ok(registry.health_url(cfg)) else UNHEALTHY,
+            "proxy": HEALTHY if http_ok(caddy.health_url(cfg)) else UNHEALTHY,
+        }
+        for host in cfg.docker_hosts:
+            out[f"docker_{host}"] = HEALTHY if podman.ping(cfg.docker_socket(host)) else UNHEALTHY
+        if emulator_available():
+            out["cloud_run"] = HEALTHY if http_ok(f"{cfg.url('cloud_run')}/healthz") else UNHEALTHY
+        else:
+            out["cloud_run"] = ABSENT
+        return out
+
+    def wait_healthy(self, parts: list[str], timeout: float = 120.0) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            health = self.health()
+            bad = [p for p in parts if health.get(p) != HEALTHY]
+            if not bad:
+                return health
+            dead = [n for n in self.sup.names() if self.sup.exited(n)]
+            if dead or time.monotonic() > deadline:
+                logs = ", ".join(str(self.cfg.log_dir / f"{n}.log") for n in dead) or str(self.cfg.log_dir)
+                why = f"exited: {', '.join(dead)}" if dead else f"not healthy after {timeout:.0f} s"
+                raise StackError(f"{', '.join(bad)} did not come up ({why}); see {logs}")
+            time.sleep(0.2)
+
+    # --- up / down / status -------------------------------------------------------------------
+    def up(self) -> dict[str, Any]:
+        with _locked(self.cfg):
+            return self._up()
+
+    def _up(self) -> dict[str, Any]:
+        cfg = self.cfg
+        installed = packages.ensure()
+        if installed:
+            self.say(f"installed Debian packages: {' '.join(installed)}")
+        for sub in (cfg.run_dir, cfg.log_dir, cfg.podman_dir):
+            sub.mkdir(parents=True, exist_ok=True)
+        specs = self.specs()
+        self.check_ports([(spec.name, key) for spec, key in specs if key is not None])
+        for host in cfg.docker_hosts:
+            if self.sup.pid(f"podman-{host}") is None:
+                podman.tidy_socket(cfg, host)
+        for spec, _ in specs:
+            already = self.sup.pid(spec.name)
+            pid = self.sup.start(spec)
+            if already is None:
+                self.say(f"started {spec.name} (pid {pid})")
+        parts = ["registry", "proxy", *[f"docker_{h}" for h in cfg.docker_hosts]]
+        if emulator_available():
+            parts.append("cloud_run")
+        else:
+            self.say("Cloud Run emulator: not available yet (faye_plugin.emulator has no __main__)")
+        self.wait_healthy(parts)
+        tar = podman.base_image_tar()
+        for host in cfg.docker_hosts:
+            if podman.ensure_base_image(cfg.docker_socket(host), tar):
+                self.say(f"imported {podman.BASE_IMAGE} into {host}")
+        status = self.status()
+        (cfg.home / "status.json").write_text(json.dumps(status, indent=1))
+        return status
+
+    def down(self) -> list[str]:
+        """Stop every process our pid files name; return the names stopped."""
+        with _locked(self.cfg):
+            stopped = []
+            # Airflow first (it talks to the others), then the rest.
+            names = sorted(self.sup.names(), key=lambda n: (not n.startswith("airflow"), n))
+            for name in names:
+                if self.sup.stop(name):
+                    stopped.append(name)
+                    self.say(f"stopped {name}")
+            for host in self.cfg.docker_hosts:
+                with contextlib.suppress(FileNotFoundError):
+                    self.cfg.docker_socket(host).unlink()
+            return stopped
+
+    def status(self) -> dict[str, Any]:
+        cfg = self.cfg
+        health = self.health()
+        pids = {name: self.sup.pid(name) for name in self.sup.names()}
+        return {
+            "state_dir": str(cfg.home),
+            "airflow_url": cfg.url("airflow"),
+            "airflow_username": "faye",
+            "airflow_password": None,
+            "proxy_url": cfg.url("proxy"),
+            "proxy_public_url": cfg.proxy_public_url,
+            "proxy_admin_url": cfg.url("proxy_admin"),
+            "registry_url": cfg.url("registry"),
+            "registry_host": cfg.registry_host,
+            "cloud_run_url": cfg.url("cloud_run"),
+            "build_docker_url": cfg.docker_url("build"),
+            "run_docker_url": cfg.docker_url("run"),
+            "test_docker_urls": [cfg.docker_url(h) for h in cfg.test_server_names],
+            "sample_repo": str(cfg.sample_repo),
+            "catalogue": str(cfg.catalogue_path),
+            "executor": cfg.executor,
+            "health": health,
+            "healthy": all(v in (HEALTHY, ABSENT) for v in health.values()),
+            "pids": pids,
+        }

@@ -1,0 +1,219 @@
+"""Supervised processes: start in their own session, remember them in pid files, stop only our own.
+
+Each process runs in a new session (``setsid``), so its pid is also its process-group id and
+everything it forks stays in that group. A pid file records the pid and the command line. faye
+signals a group only when
+
+* the pid file is its own (in the stack's ``run/`` folder), and
+* the leader's ``/proc/<pid>/cmdline`` still equals the recorded command line, or the leader is
+  gone but members of *that session* remain (Linux never reuses a pid as long as a process group
+  or session with that id exists, so those members are necessarily the ones we started).
+
+A pid whose command line no longer matches (the process died and the pid was reused) is never
+signalled; its stale pid file is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from faye_plugin.exceptions import StackError
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """What to run for one part of the stack."""
+
+    name: str
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    cwd: Path
+    log: Path
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    if not raw:  # a zombie or a kernel thread
+        return None
+    return [part.decode(errors="replace") for part in raw.rstrip(b"\0").split(b"\0")]
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """Return (state, pgrp, session) of ``pid``, or None when it does not exist."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return fields[0], int(fields[2]), int(fields[3])
+
+
+def session_members(sid: int) -> list[int]:
+    """Return the live (non-zombie) pids whose session id is ``sid``."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        st = _stat(int(entry))
+        if st is not None and st[2] == sid and st[0] not in ("Z", "X"):
+            members.append(int(entry))
+    return members
+
+
+def _reap(pid: int) -> None:
+    """Collect ``pid`` if it is our child (an in-process ``up`` leaves children to this process)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+class Supervisor:
+    """Start, find and stop the processes recorded in one ``run/`` folder."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    def _pid_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def _record(self, name: str) -> dict[str, object] | None:
+        path = self._pid_file(name)
+        try:
+            data = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("pid"), int):
+            return None
+        return data
+
+    def names(self) -> list[str]:
+        """Return the names of every process with a pid file."""
+        if not self.run_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.run_dir.glob("*.pid"))
+
+    def pid(self, name: str) -> int | None:
+        """Return the pid of ``name`` if the process we recorded still runs (same command line)."""
+        rec = self._record(name)
+        if rec is None:
+            return None
+        pid = int(rec["pid"])  # type: ignore[call-overload]
+        _reap(pid)
+        st = _stat(pid)
+        if st is None or st[0] in ("Z", "X"):
+            return None
+        return pid if _cmdline(pid) == rec.get("argv") else None
+
+    def recorded_pids(self) -> dict[str, int]:
+        """Return every pid named in our pid files (running or not)."""
+        out = {}
+        for name in self.names():
+            rec = self._record(name)
+            if rec is not None:
+                out[name] = int(rec["pid"])  # type: ignore[call-overload]
+        return out
+
+    def start(self, spec: ProcessSpec) -> int:
+        """Start ``spec`` unless it already runs; return its pid."""
+        running = self.pid(spec.name)
+        if running is not None:
+            return running
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        spec.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(spec.log, "ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    list(spec.argv),
+                    env=dict(spec.env),
+                    cwd=spec.cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as err:
+                raise StackError(f"cannot start {spec.name} ({spec.argv[0]}): {err}") from err
+        # Record what the kernel will show as the command line (argv as exec'd).
+        argv = None
+        for _ in range(50):
+            argv = _cmdline(proc.pid)
+            if argv and argv == list(spec.argv):
+                break
+            time.sleep(0.01)
+        record = {"pid": proc.pid, "argv": list(spec.argv), "started": time.time()}
+        self._pid_file(spec.name).write_text(json.dumps(record))
+        return proc.pid
+
+    def exited(self, name: str) -> bool:
+        """Return True when ``name`` has a pid file but its process is gone."""
+        return self._record(name) is not None and self.pid(name) is None
+
+    def stop(self, name: str, grace: float = 15.0) -> bool:
+        """Stop ``name``'s whole process group: SIGTERM, then SIGKILL after ``grace`` seconds.
+
+        Return True when something of ours was signalled. A pid file whose process is gone, or whose
+        pid now belongs to another program, is just removed.
+        """
+        rec = self._record(name)
+        if rec is None:
+            return False
+        sid = int(rec["pid"])  # type: ignore[call-overload]
+        leader_ours = self.pid(name) is not None
+        members = session_members(sid)
+        if not leader_ours:
+            # The leader is gone (or its pid now runs something else). Members of the session other
+            # than the pid itself can only be ours: the kernel does not hand out a pid while a
+            # session or group with that id lives. A lone pid == sid could be a stranger: skip it.
+            members = [p for p in members if p != sid]
+        if not members:
+            self._pid_file(name).unlink(missing_ok=True)
+            return False
+        self._signal(sid, members, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            _reap(sid)
+            members = session_members(sid)
+            if not members:
+                break
+            time.sleep(0.1)
+        else:
+            self._signal(sid, session_members(sid), signal.SIGKILL)
+            for _ in range(50):
+                _reap(sid)
+                if not session_members(sid):
+                    break
+                time.sleep(0.1)
+        self._pid_file(name).unlink(missing_ok=True)
+        return True
+
+    @staticmethod
+    def _signal(sid: int, members: list[int], sig: signal.Signals) -> None:
+        # The group first (the common case: nothing left the group), then any member that made a
+        # group of its own inside our session.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(sid, sig)
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Return True when nothing listens on ``host:port`` and we may bind it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
