@@ -68,14 +68,6 @@ def stream_build(items: Iterable[dict[str, Any]], log: logging.Logger | Any) -> 
     return image_id
 
 
-def registry_path(image: str) -> str:
-    """Return the repository path inside the registry: ``127.0.0.1:5000/team/hello`` -> ``team/hello``."""
-    first, _, rest = image.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        return rest
-    return image
-
-
 class BuildImageOperator(BaseOperator):
     """Fetch the service's source at ``git_sha`` and build its image, tagged ``<repo>:<full sha>``.
 
@@ -195,7 +187,7 @@ class PushImageOperator(BaseOperator):
     def _registry_digest(self, spec: ServiceSpec, repository: str, sha: str) -> str:
         from faye_plugin.hooks.registry import RegistryHook
 
-        digest = RegistryHook(spec.registry_conn_id).get_manifest_digest(registry_path(repository), sha)
+        digest = RegistryHook(spec.registry_conn_id).get_manifest_digest(repository, sha)
         if not digest:
             raise RegistryError(f"the registry does not serve {repository}:{sha} after the push")
         return digest
