@@ -1,0 +1,229 @@
+"""``faye logs <run id> [--dag DAG] [--follow]``: a run's task logs in task order, through the REST API.
+
+Tasks are printed in topological order (ties by start time), each line as ``[task_id] line``. With
+``--follow`` the command keeps polling the running tasks' logs with the API's ``continuation_token``
+and returns when the run has ended and every log is read to its end. Credentials come from flags,
+else ``FAYE_AIRFLOW_URL`` / ``FAYE_AIRFLOW_USER`` / ``FAYE_AIRFLOW_PASSWORD``, else the local stack
+(``faye stack status``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TextIO
+from urllib.parse import quote
+
+from faye_plugin.exceptions import AirflowApiError
+from faye_plugin.hooks.airflow_api import AirflowApiClient
+
+REQUEST_DAGS = ("faye_deploy", "faye_build", "faye_test", "faye_cleanup")
+RUN_DONE = frozenset({"success", "failed"})
+TI_DONE = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+
+
+def client_from_args(args: argparse.Namespace) -> AirflowApiClient:
+    """Return a REST client from ``--airflow-url/--user/--password``, the env, or the local stack."""
+    url = getattr(args, "airflow_url", None) or os.environ.get("FAYE_AIRFLOW_URL")
+    user = getattr(args, "user", None) or os.environ.get("FAYE_AIRFLOW_USER")
+    password = getattr(args, "password", None) or os.environ.get("FAYE_AIRFLOW_PASSWORD")
+    if not url or not user:
+        from faye_plugin.stack.config import StackConfig
+        from faye_plugin.stack.manager import Stack
+
+        status = Stack(StackConfig.from_env()).status()
+        url = url or status.get("airflow_url")
+        user = user or status.get("airflow_username")
+        password = password or status.get("airflow_password")
+    if not url:
+        raise AirflowApiError("no Airflow URL: pass --airflow-url or set FAYE_AIRFLOW_URL")
+    return AirflowApiClient(str(url), user or None, password or None)
+
+
+def add_airflow_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--airflow-url", help="Airflow's base URL (env FAYE_AIRFLOW_URL; default: the stack's)"
+    )
+    parser.add_argument("--user", help="API user (env FAYE_AIRFLOW_USER)")
+    parser.add_argument("--password", help="API password (env FAYE_AIRFLOW_PASSWORD)")
+
+
+def task_order(downstream: dict[str, list[str]], started: dict[str, datetime | None]) -> list[str]:
+    """Order tasks topologically; among tasks ready at once, the one that started first comes first
+    (never-started tasks last, then by id)."""
+    upstream_count = dict.fromkeys(downstream, 0)
+    for children in downstream.values():
+        for child in children:
+            if child in upstream_count:
+                upstream_count[child] += 1
+
+    def key(task_id: str) -> tuple[int, float, str]:
+        start = started.get(task_id)
+        return (start is None, start.timestamp() if start else 0.0, task_id)
+
+    ready = sorted((t for t, n in upstream_count.items() if n == 0), key=key)
+    order: list[str] = []
+    while ready:
+        task_id = ready.pop(0)
+        order.append(task_id)
+        for child in downstream.get(task_id, []):
+            if child in upstream_count:
+                upstream_count[child] -= 1
+                if upstream_count[child] == 0:
+                    ready.append(child)
+        ready.sort(key=key)
+    return order + sorted(set(downstream) - set(order))
+
+
+def format_entry(entry: Any) -> str | None:
+    """Return the printable text of one structured log entry, or None for Airflow's own markers."""
+    if isinstance(entry, str):
+        return entry
+    if not isinstance(entry, dict):
+        return str(entry)
+    event = str(entry.get("event", ""))
+    if "sources" in entry or event.startswith(("::group::Log message source", "::endgroup::")):
+        return None
+    level = str(entry.get("level") or "info").lower()
+    return event if level in ("info", "debug") else f"{level.upper()} {event}"
+
+
+@dataclass
+class _LogCursor:
+    token: str | None = None
+    done: bool = False
+    lines: int = field(default=0)
+
+
+class RunLogs:
+    """Read a run's task logs incrementally (one cursor per task and try)."""
+
+    def __init__(self, client: AirflowApiClient, dag_id: str, run_id: str) -> None:
+        self.client = client
+        self.dag_id = dag_id
+        self.run_id = run_id
+        self.cursors: dict[tuple[str, int], _LogCursor] = {}
+        self._downstream: dict[str, list[str]] | None = None
+
+    @property
+    def run_path(self) -> str:
+        return f"/dags/{quote(self.dag_id)}/dagRuns/{quote(self.run_id, safe='')}"
+
+    def downstream(self) -> dict[str, list[str]]:
+        if self._downstream is None:
+            data = self.client.request("GET", f"/dags/{quote(self.dag_id)}/tasks").json()
+            self._downstream = {t["task_id"]: list(t.get("downstream_task_ids") or []) for t in data["tasks"]}
+        return self._downstream
+
+    def run_state(self) -> str:
+        return str(self.client.request("GET", self.run_path).json().get("state"))
+
+    def task_instances(self) -> dict[str, dict[str, Any]]:
+        data = self.client.request("GET", f"{self.run_path}/taskInstances", params={"limit": 1000}).json()
+        return {ti["task_id"]: ti for ti in data["task_instances"] if ti.get("map_index", -1) < 0}
+
+    def read_new(self, task_id: str, try_number: int, finished: bool) -> list[str]:
+        """Return the lines of ``task_id``'s try logged since the last call."""
+        cursor = self.cursors.setdefault((task_id, try_number), _LogCursor())
+        if cursor.done:
+            return []
+        params = {"token": cursor.token} if cursor.token else {}
+        response = self.client.request(
+            "GET", f"{self.run_path}/taskInstances/{quote(task_id)}/logs/{try_number}", params=params
+        )
+        data = response.json()
+        lines = [text for e in data.get("content") or [] if (text := format_entry(e)) is not None]
+        cursor.lines += len(lines)
+        next_token = data.get("continuation_token")
+        if next_token:
+            cursor.token = next_token
+        elif finished:
+            cursor.done = True
+        return lines
+
+    def poll(self, emit: Callable[[str], None]) -> bool:
+        """Print what is new for every started task, in task order; return True when all is read."""
+        tis = self.task_instances()
+        started = {t: _time(ti.get("start_date")) for t, ti in tis.items()}
+        all_done = True
+        for task_id in task_order(self.downstream(), started):
+            ti = tis.get(task_id)
+            tries = int((ti or {}).get("try_number") or 0)
+            state = (ti or {}).get("state")
+            finished_ti = state in TI_DONE
+            if tries == 0:
+                all_done = all_done and (finished_ti or state is None)
+                continue
+            for attempt in range(1, tries + 1):
+                finished = finished_ti or attempt < tries
+                label = task_id if attempt == 1 else f"{task_id} (try {attempt})"
+                for line in self.read_new(task_id, attempt, finished):
+                    emit(f"[{label}] {line}")
+                all_done = all_done and self.cursors[(task_id, attempt)].done
+        return all_done
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(str(value)) if value else None
+
+
+def find_dag(client: AirflowApiClient, run_id: str, dags: tuple[str, ...] = REQUEST_DAGS) -> str:
+    """Return the first of ``dags`` that has a run ``run_id``."""
+    for dag_id in dags:
+        path = f"/dags/{quote(dag_id)}/dagRuns/{quote(run_id, safe='')}"
+        if client.request("GET", path, ok=(200, 404)).status_code == 200:
+            return dag_id
+    raise AirflowApiError(f"no run {run_id!r} in {', '.join(dags)}: pass --dag")
+
+
+def follow_logs(
+    client: AirflowApiClient,
+    dag_id: str,
+    run_id: str,
+    *,
+    follow: bool,
+    out: TextIO = sys.stdout,
+    poll_interval: float = 1.0,
+) -> str:
+    """Print the run's logs (following them until the run ends if ``follow``); return the run state."""
+    logs = RunLogs(client, dag_id, run_id)
+
+    def emit(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    while True:
+        state = logs.run_state()  # read before the logs: a run seen ended has nothing more to log
+        complete = logs.poll(emit)
+        if not follow or (state in RUN_DONE and complete):
+            return state
+        time.sleep(poll_interval)
+
+
+def _logs(args: argparse.Namespace) -> int:
+    client = client_from_args(args)
+    dag_id = args.dag or find_dag(client, args.run_id)
+    state = follow_logs(client, dag_id, args.run_id, follow=args.follow, poll_interval=args.interval)
+    if args.follow:
+        print(f"run {dag_id}/{args.run_id}: {state}", file=sys.stderr)
+    return 0 if state != "failed" else 2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "logs",
+        help="print a run's task logs in task order (--follow: until the run ends)",
+        description="Reads /api/v2/.../logs, polling with the continuation token while tasks run.",
+    )
+    parser.add_argument("run_id", help="the DAG run id")
+    parser.add_argument(
+        "--dag", help=f"the DAG (default: the one of {', '.join(REQUEST_DAGS)} with this run)"
+    )
+    parser.add_argument("--follow", "-f", action="store_true", help="follow running tasks until the run ends")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
+    add_airflow_flags(parser)
+    parser.set_defaults(func=_logs)
