@@ -184,8 +184,6 @@ class RegistryHook(BaseHook):
         cached = self._tokens.get(key)
         if cached and cached.expires_at > time.time():
             headers["Authorization"] = f"Bearer {cached.value}"
-        if cached:
-            headers["Authorization"] = f"Bearer {cached}"
         response = self._send(method, url, headers=headers, **kwargs)
         if response.status_code != 401:
             return response
