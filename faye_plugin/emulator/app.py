@@ -47,7 +47,8 @@ ROUTES: list[tuple[str, re.Pattern[str], str, tuple[str, ...]]] = [
     ("DELETE", re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/services/{SEG}/revisions/{SEG})$"),
      "DeleteRevision", ("validateOnly", "etag")),
     ("GET", re.compile(rf"^{LOC}/operations$"), "ListOperations", ("filter", "pageSize", "pageToken")),
-    ("GET", re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/operations/{SEG})$"), "GetOperation", ()),
+    ("GET", re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/operations/{SEG})$"), "GetOperation",
+     ()),
     ("DELETE", re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/operations/{SEG})$"),
      "DeleteOperation", ()),
     ("POST", re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/operations/{SEG}):wait$"),
@@ -67,7 +68,8 @@ def query_bool(params: dict[str, str], key: str, field: str) -> bool:
     """Read a boolean query parameter ("true"/"false")."""
     value = params.get(key, "false").lower()
     if value not in ("true", "false", "1", "0"):
-        raise CloudRunApiError(400, "INVALID_ARGUMENT", f"Invalid value at '{field}' (TYPE_BOOL), \"{value}\"")
+        raise CloudRunApiError(400, "INVALID_ARGUMENT",
+                               f"Invalid value at '{field}' (TYPE_BOOL), \"{value}\"")
     return value in ("true", "1")
 
 
@@ -156,7 +158,8 @@ async def api(request: Request, engine: Engine, faults: FaultTable) -> Response:
     for key in params:
         if key not in allowed and key not in SYSTEM_PARAMS:
             raise CloudRunApiError(400, "INVALID_ARGUMENT",
-                                   f"Invalid JSON payload received. Unknown name \"{key}\": Cannot bind query "
+                                   f"Invalid JSON payload received. Unknown name \"{key}\": Cannot bind "
+                                   "query "
                                    f"parameter. Field '{key}' could not be found in request message.")
     fault = faults.take(rpc)
     if fault is not None:
@@ -173,13 +176,15 @@ async def api(request: Request, engine: Engine, faults: FaultTable) -> Response:
     return JSONResponse(await run_in_threadpool(call))
 
 
-def bind(rpc: str, engine: Engine, groups: dict[str, str], params: dict[str, str], body: Any) -> Callable[[], Any]:
+def bind(rpc: str, engine: Engine, groups: dict[str, str], params: dict[str, str],
+         body: Any) -> Callable[[], Any]:
     """Return a no-argument call of the engine method behind `rpc`."""
     name, parent = groups.get("name", ""), groups.get("parent", "")
     validate_only = query_bool(params, "validateOnly", "validate_only") if "validateOnly" in params else False
     page = (query_int(params, "pageSize", "page_size"), params.get("pageToken", ""))
     calls: dict[str, Callable[[], Any]] = {
-        "CreateService": lambda: engine.create_service(parent, params.get("serviceId", ""), body, validate_only),
+        "CreateService": lambda: engine.create_service(parent, params.get("serviceId", ""), body,
+                                                       validate_only),
         "ListServices": lambda: engine.list_services(parent, *page),
         "GetService": lambda: engine.get_service(name),
         "UpdateService": lambda: engine.update_service(

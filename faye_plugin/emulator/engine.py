@@ -185,7 +185,8 @@ class Engine:
     def list_operations(self, parent: str, page_size: int, page_token: str) -> dict[str, Any]:
         """ListOperations."""
         with self.store.lock:
-            found = [dict(o) for n, o in self.store.operations.items() if n.startswith(parent + "/operations/")]
+            prefix = parent + "/operations/"
+            found = [dict(o) for n, o in self.store.operations.items() if n.startswith(prefix)]
         page, token = paginate(found, page_size, page_token)
         return {"operations": page, "nextPageToken": token} if token else {"operations": page}
 
@@ -261,7 +262,7 @@ class Engine:
         service = self.store.services.get(name)
         if service is None or self.runtime is None:
             return
-        project, location, service_id = split_service(name)
+        _, _, service_id = split_service(name)
         waiting, failure = False, ""
         for revision_id in self._needed(service):
             full = f"{name}/revisions/{revision_id}"
@@ -331,7 +332,7 @@ class Engine:
 
     def _write(self, name: str, current: dict[str, Any] | None, spec: dict[str, Any],
                validate_only: bool) -> dict[str, Any]:
-        project, location, service_id = split_service(name)
+        service_id = split_service(name)[2]
         template = spec.get("template")
         if not template:
             raise v.bad("service.template: Required field not set.")
@@ -347,8 +348,8 @@ class Engine:
                 if existing is not None:
                     if existing["template"] != template:
                         raise CloudRunApiError(409, "ALREADY_EXISTS",
-                                               f"Revision named '{new_revision}' with different configuration "
-                                               "already exists.")
+                                               f"Revision named '{new_revision}' with different "
+                                               "configuration already exists.")
                     new_revision = ""
             else:
                 counter = self.store.counters.get(name, 0) + 1
@@ -388,7 +389,8 @@ class Engine:
         self.store.save()
         return dict(self.store.operations[op["name"]])
 
-    def _add_revision(self, service_name: str, revision_id: str, template: dict[str, Any], stamp: str) -> None:
+    def _add_revision(self, service_name: str, revision_id: str, template: dict[str, Any],
+                      stamp: str) -> None:
         full = f"{service_name}/revisions/{revision_id}"
         revision = {k: template[k] for k in COPIED_TEMPLATE_FIELDS if k in template}
         revision.update(
@@ -440,7 +442,8 @@ def stale_etag(kind: str, resource_id: str) -> CloudRunApiError:
                                             "it again and retry.")
 
 
-def paginate(items: list[dict[str, Any]], page_size: int, page_token: str) -> tuple[list[dict[str, Any]], str]:
+def paginate(items: list[dict[str, Any]], page_size: int,
+             page_token: str) -> tuple[list[dict[str, Any]], str]:
     """Cut a page out of `items`; the token is the next offset."""
     try:
         start = int(page_token) if page_token else 0

@@ -66,7 +66,8 @@ class Fault:
         if not isinstance(delay, int | float) or isinstance(delay, bool) or not 0 <= delay <= 300:
             raise CloudRunApiError(400, "INVALID_ARGUMENT", "delay_seconds must be a number in [0, 300].")
         if status is None and not delay:
-            raise CloudRunApiError(400, "INVALID_ARGUMENT", "A fault needs a status, a delay_seconds, or both.")
+            raise CloudRunApiError(400, "INVALID_ARGUMENT",
+                                   "A fault needs a status, a delay_seconds, or both.")
         return cls(method=method, count=count, status=status, delay_seconds=float(delay))
 
 

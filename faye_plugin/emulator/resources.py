@@ -31,7 +31,7 @@ class Naming:
     region: str
 
     def service_host(self, project: str, location: str, service_id: str) -> str:
-        """`SERVICE.run.localhost` for the default project/region, else `SERVICE.REGION.PROJECT.run.localhost`."""
+        """Return `SERVICE.run.localhost` (default project and region), else `SERVICE.REGION.PROJECT...`."""
         if (project, location) == (self.project, self.region):
             return f"{service_id}{FRONT_DOOR_SUFFIX}"
         return f"{service_id}.{location}.{project}{FRONT_DOOR_SUFFIX}"
@@ -88,7 +88,7 @@ def same_etag(given: str, current: str) -> bool:
     return bare(given) == bare(current)
 
 
-def condition(kind: str, state: str, message: str = "", severity: str = "", reason: str = "",
+def condition(kind: str, state: str, message: str = "", severity: str = "", *, reason: str = "",
               revision_reason: str = "") -> dict[str, Any]:
     """Build one Condition."""
     result: dict[str, Any] = {"type": kind, "state": state, "lastTransitionTime": now()}
@@ -129,7 +129,8 @@ def operation(name: str, resource: dict[str, Any], type_url: str, done: bool) ->
     return op
 
 
-def finish_operation(op: dict[str, Any], resource: dict[str, Any] | None, error: tuple[str, str] | None) -> None:
+def finish_operation(op: dict[str, Any], resource: dict[str, Any] | None,
+                     error: tuple[str, str] | None) -> None:
     """Complete an Operation with the resource, or with (status name, message) as its error."""
     type_url = op["metadata"]["@type"]
     op["done"] = True

@@ -62,7 +62,8 @@ def port_answers(port: int) -> bool:
 class Runtime:
     """Start, probe, adopt and stop revision containers in a small thread pool."""
 
-    def __init__(self, docker_url: str, state_dir: str, ready_timeout: float, on_result: ResultCallback) -> None:
+    def __init__(self, docker_url: str, state_dir: str, ready_timeout: float,
+                 on_result: ResultCallback) -> None:
         self.docker_url = docker_url
         self.state_dir = state_dir
         self.ready_timeout = ready_timeout
@@ -77,7 +78,8 @@ class Runtime:
     def client(self) -> docker.DockerClient:
         """The Docker SDK client, built on first use."""
         if self._client is None:
-            self._client = docker.DockerClient(base_url=self.docker_url, version=DOCKER_API_VERSION, timeout=120)
+            self._client = docker.DockerClient(base_url=self.docker_url, version=DOCKER_API_VERSION,
+                                               timeout=120)
         return self._client
 
     def port_of(self, revision: str) -> int | None:
@@ -106,7 +108,8 @@ class Runtime:
     def remove_strays(self, keep: set[str]) -> None:
         """Remove this emulator's containers whose revision is not in `keep` (called at start)."""
         try:
-            found = self.client.containers.list(all=True, filters={"label": f"{LABEL_STATE}={self.state_dir}"})
+            label = f"{LABEL_STATE}={self.state_dir}"
+            found = self.client.containers.list(all=True, filters={"label": label})
         except docker.errors.DockerException as err:
             log.warning("cannot list containers on %s: %s", self.docker_url, err)
             return

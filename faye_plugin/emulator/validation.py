@@ -70,7 +70,8 @@ def _parse_error_message(text: str, what: str) -> str:
     if unknown:
         path = unknown.group(2).split(".", 1)
         where = what + ("." + path[1] if len(path) > 1 else "")
-        return f"Invalid JSON payload received. Unknown name \"{unknown.group(1)}\" at '{where}': Cannot find field."
+        field = unknown.group(1)
+        return f"Invalid JSON payload received. Unknown name \"{field}\" at '{where}': Cannot find field."
     return f"Invalid JSON payload received. {text.splitlines()[0]}"
 
 
@@ -129,8 +130,8 @@ def normalise_traffic(traffic: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if not traffic:
         return [{"type": LATEST, "percent": 100}]
     result = []
-    for target in traffic:
-        target = dict(target)
+    for given in traffic:
+        target = dict(given)
         if target.get("type") in (None, "TRAFFIC_TARGET_ALLOCATION_TYPE_UNSPECIFIED"):
             target["type"] = REVISION if target.get("revision") else LATEST
         result.append(target)
