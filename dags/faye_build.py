@@ -1,4 +1,4 @@
-"""faye_build: build and push a service image at a commit (the DAG builder lives in faye_plugin)."""
+"""faye_build: the Airflow DAG that builds and pushes a service image (builder in faye_plugin)."""
 
 from __future__ import annotations
 

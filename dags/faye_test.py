@@ -1,4 +1,4 @@
-"""faye_test: run a service's tests against its PR preview (the DAG builder lives in faye_plugin)."""
+"""faye_test: the Airflow DAG that tests a PR preview on a test server (builder in faye_plugin)."""
 
 from __future__ import annotations
 

@@ -54,3 +54,6 @@ def test_group(
         )
         wait >> run
     return group
+
+
+test_group.__test__ = False  # type: ignore[attr-defined]  # a factory, not a pytest test

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 LEASE_GRACE_SECONDS = 120
 
 
-def test_image(spec: ServiceSpec, git_sha: str) -> str:
+def resolve_test_image(spec: ServiceSpec, git_sha: str) -> str:
     """Return the image the tests run in: the catalogue's ``test.image``, where ``{{ image }}`` or the
     bare service repository means the service image built at ``git_sha``."""
     assert spec.test is not None
@@ -163,7 +163,7 @@ class TestRunnerOperator(DockerOperator):
         self.tls_client_cert = server.tls_client_cert
         self.tls_client_key = server.tls_client_key
         self.tls_verify = server.tls_verify
-        self.image = test_image(spec, self.git_sha)
+        self.image = resolve_test_image(spec, self.git_sha)
         self.command = list(spec.test.command)
         self.environment = {
             **self.environment,
