@@ -27,3 +27,17 @@ def catalogue_path() -> Path:
     if value:
         return Path(value)
     return Path(os.environ.get("FAYE_HOME", ".faye")).resolve() / "catalogue.yaml"
+
+
+def artifacts_dir() -> Path:
+    """Return the folder of deploy artifacts: ``[faye] artifacts_dir``, else ``$FAYE_HOME/artifacts``."""
+    value = _get("artifacts_dir")
+    if value:
+        return Path(value)
+    return Path(os.environ.get("FAYE_HOME", ".faye")).resolve() / "artifacts"
+
+
+def deploy_deferrable() -> bool:
+    """Return whether deploy_revision waits for Cloud Run in the triggerer (``[faye] deploy_deferrable``)."""
+    value = _get("deploy_deferrable", "true")
+    return str(value).strip().lower() in ("1", "true", "yes", "on")

@@ -1,0 +1,350 @@
+"""Operators that change a preview on Cloud Run: push out its expiry, deploy its revision, remove it.
+
+Each builds its hook in ``execute()`` from the service's catalogue entry. Every service write is a
+read-modify-write with the service's etag, started again when another writer won the race.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from google.cloud import run_v2
+
+from faye_plugin.catalogue import ServiceSpec, load_catalogue
+from faye_plugin.configs import resolve_secrets, secret_refs
+from faye_plugin.exceptions import CloudRunApiError, FayeError
+from faye_plugin.hooks.cloud_run import (
+    CONFLICT_ERRORS,
+    CloudRunPreviewHook,
+    check_tag_limits,
+    preview_tag,
+    read_previews,
+    revision_name,
+    service_path,
+    short_name,
+    tag_revision,
+    tag_uri,
+    with_preview_revision,
+    write_previews,
+)
+from faye_plugin.previews import (
+    LABEL_PR,
+    LABEL_SHA,
+    LABEL_SLOT,
+    deployed_record,
+    expires_at,
+    ttl_hours,
+    with_expiry,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+from airflow.sdk import BaseOperator
+
+WRITE_ATTEMPTS = 5
+
+
+def _spec(service: str) -> ServiceSpec:
+    return load_catalogue().service(service)
+
+
+def _hook(spec: ServiceSpec) -> CloudRunPreviewHook:
+    return CloudRunPreviewHook(gcp_conn_id=spec.cloud_run.gcp_conn_id)
+
+
+class ExtendExpiryOperator(BaseOperator):
+    """Push out the expiry of a PR's preview to now + ttl, before anything else of the deploy changes.
+
+    The expiry lives in the service's ``faye.dev/previews`` annotation (no new revision). A PR without a
+    record yet gets one, so a deploy that fails later still leaves an expiring record. When the service
+    itself does not exist yet there is nothing to write on: the first deploy then creates the service,
+    the tag and the record in one PATCH, so no tag can exist without an expiry.
+
+    :param service: the catalogue's service name (templated).
+    :param pr: the pull request number (templated).
+    :param ttl_hours: hours to live; None: the catalogue's default (templated).
+    """
+
+    template_fields: Sequence[str] = ("service", "pr", "ttl_hours")
+    ui_color = "#fff3d6"
+
+    def __init__(self, *, service: str, pr: int | str, ttl_hours: int | str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.service = service
+        self.pr = pr
+        self.ttl_hours = ttl_hours
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        spec = _spec(str(self.service))
+        pr = int(self.pr)
+        tag = preview_tag(pr)
+        check_tag_limits(tag, spec.cloud_run.service)
+        requested = None if self.ttl_hours in (None, "", "None") else int(self.ttl_hours)
+        hours = ttl_hours(requested, load_catalogue().defaults)
+        expires = expires_at(time.time(), hours)
+        target = spec.cloud_run
+
+        def change(current: run_v2.Service | None) -> tuple[run_v2.Service, list[str]] | None:
+            if current is None:
+                return None
+            previews = with_expiry(read_previews(current), tag=tag, pr=pr, expires=expires)
+            write_previews(current, previews)
+            return current, ["annotations"]
+
+        written = _hook(spec).modify_service(
+            project=target.project, region=target.region, service=target.service, change=change
+        )
+        recorded = read_previews(written).get(tag) if written is not None else None
+        self.log.info(
+            "Preview %s of %s expires at %s (%d h)%s",
+            tag,
+            spec.name,
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
+            hours,
+            "" if written is not None else "; the service does not exist yet: the deploy records it",
+        )
+        return {
+            "tag": tag,
+            "ttl_hours": hours,
+            "expires": recorded.expires if recorded else expires,
+            "pinned": bool(recorded and recorded.pinned),
+            "service_exists": written is not None,
+        }
+
+
+class DeployPreviewOperator(BaseOperator):
+    """Deploy a preview revision under the PR's tag with no production traffic, and wait for it.
+
+    The revision is named ``<service>-pr-<N>-<sha7>`` (``-r2``, ``-r3``... if that name is taken) and
+    labelled ``faye-pr``, ``faye-sha``, ``faye-slot``; the same PATCH moves the tag ``pr-<N>`` onto it and
+    records sha, slot, revision and expiry in the ``faye.dev/previews`` annotation. Secrets from
+    ``secret_env`` are resolved here, masked, and never returned.
+
+    Returns ``{"service", "pr", "sha", "slot", "tag", "revision", "url", "image", "expires", "operation"}``
+    where ``url`` is the tag's URL as Cloud Run reports it.
+
+    :param service: the catalogue's service name (templated).
+    :param pr: the pull request number (templated).
+    :param git_sha: the commit (templated).
+    :param slot: the slot the preview takes (templated).
+    :param image: the image to run, or the dict ``check_image``/``push_image`` return (templated).
+    :param env: plain environment variables (templated; secrets do not belong here).
+    :param expires: the expiry (epoch seconds) ``extend_expiry`` set (templated).
+    :param deferrable: wait for the operation in the triggerer; None: ``[faye] deploy_deferrable``.
+    :param poll_interval: seconds between operation polls.
+    """
+
+    template_fields: Sequence[str] = ("service", "pr", "git_sha", "slot", "image", "env", "expires")
+    ui_color = "#d6e9ff"
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        pr: int | str,
+        git_sha: str,
+        slot: str,
+        image: str | dict[str, Any],
+        env: dict[str, str] | None = None,
+        expires: int | str | None = None,
+        deferrable: bool | None = None,
+        poll_interval: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.service = service
+        self.pr = pr
+        self.git_sha = git_sha
+        self.slot = slot
+        self.image = image
+        self.env = env
+        self.expires = expires
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+
+    # --- planning -----------------------------------------------------------------------------------
+
+    def _image(self) -> str:
+        image = self.image
+        if isinstance(image, dict):
+            image = image.get("image") or ""
+        if not image or not isinstance(image, str):
+            raise FayeError(
+                f"no image to deploy (got {self.image!r}): neither check_image nor the build gave one"
+            )
+        return image
+
+    def _free_revision(self, hook: CloudRunPreviewHook, spec: ServiceSpec, exists: bool) -> str:
+        target = spec.cloud_run
+        base = revision_name(target.service, int(self.pr), str(self.git_sha))
+        if not exists:
+            return base
+        taken = {
+            short_name(r.name)
+            for r in hook.list_revisions(project=target.project, region=target.region, service=target.service)
+        }
+        if base not in taken:
+            return base
+        for attempt in range(2, 1000):
+            name = revision_name(target.service, int(self.pr), str(self.git_sha), f"r{attempt}")
+            if name not in taken:
+                return name
+        raise FayeError(f"no free revision name for {base}: 1000 deploys of one commit")
+
+    def _plan(
+        self, hook: CloudRunPreviewHook, spec: ServiceSpec, secrets: dict[str, str]
+    ) -> tuple[run_v2.Service, str, bool]:
+        target = spec.cloud_run
+        pr, sha, slot = int(self.pr), str(self.git_sha), str(self.slot)
+        tag = preview_tag(pr)
+        current = hook.get_service(project=target.project, region=target.region, service=target.service)
+        revision = self._free_revision(hook, spec, current is not None)
+        base = current or run_v2.Service(name=service_path(target.project, target.region, target.service))
+        new = with_preview_revision(
+            base,
+            revision=revision,
+            image=self._image(),
+            env={**(self.env or {}), **secrets},
+            labels={LABEL_PR: str(pr), LABEL_SHA: sha, LABEL_SLOT: slot},
+            tag=tag,
+            port=spec.port,
+        )
+        now = time.time()
+        expires = int(self.expires) if self.expires not in (None, "", "None") else 0
+        if not expires:
+            expires = expires_at(now, ttl_hours(None, load_catalogue().defaults))
+        previews = read_previews(current) if current is not None else {}
+        write_previews(
+            new,
+            deployed_record(
+                previews, tag=tag, pr=pr, sha=sha, slot=slot, revision=revision, expires=expires, now=now
+            ),
+        )
+        return new, revision, current is None
+
+    # --- execution ----------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from faye_plugin.settings import deploy_deferrable
+
+        spec = _spec(str(self.service))
+        tag = preview_tag(int(self.pr))
+        check_tag_limits(tag, spec.cloud_run.service)
+        spec.require_slot(str(self.slot))
+        secrets = resolve_secrets(secret_refs(spec))
+        hook = _hook(spec)
+        operation = ""
+        revision = ""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            new, revision, create = self._plan(hook, spec, secrets)
+            try:
+                operation = hook.start_update_service(new, allow_missing=create)
+                break
+            except CONFLICT_ERRORS as err:
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                self.log.info("Service %s changed under us (%s); planning again", spec.name, err)
+        self.log.info(
+            "Deploying revision %s of %s under tag %s (operation %s)", revision, spec.name, tag, operation
+        )
+        state = hook.get_operation(operation)
+        if not state["done"]:
+            deferrable = deploy_deferrable() if self.deferrable is None else self.deferrable
+            if deferrable:
+                from faye_plugin.triggers.cloud_run import CloudRunOperationTrigger
+
+                self.defer(
+                    trigger=CloudRunOperationTrigger(
+                        operation=operation,
+                        gcp_conn_id=spec.cloud_run.gcp_conn_id,
+                        poll_interval=self.poll_interval,
+                    ),
+                    method_name="execute_complete",
+                    kwargs={"revision": revision, "operation": operation},
+                )
+            while not state["done"]:
+                time.sleep(self.poll_interval)
+                state = hook.get_operation(operation)
+        if state["error"]:
+            raise CloudRunApiError(500, "DEPLOY_FAILED", f"operation {operation} failed: {state['error']}")
+        return self._result(hook, spec, revision, operation)
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any], revision: str, operation: str
+    ) -> dict[str, Any]:
+        """Resume after the trigger: fail with its message, or read the service back."""
+        if event.get("status") != "success":
+            raise CloudRunApiError(
+                500, "DEPLOY_FAILED", f"operation {operation} {event.get('status')}: {event.get('message')}"
+            )
+        spec = _spec(str(self.service))
+        return self._result(_hook(spec), spec, revision, operation)
+
+    def _result(
+        self, hook: CloudRunPreviewHook, spec: ServiceSpec, revision: str, operation: str
+    ) -> dict[str, Any]:
+        target = spec.cloud_run
+        tag = preview_tag(int(self.pr))
+        service = hook.get_service(project=target.project, region=target.region, service=target.service)
+        if service is None:
+            raise CloudRunApiError(404, "NOT_FOUND", f"service {target.service} vanished after the deploy")
+        serving = tag_revision(service, tag)
+        url = tag_uri(service, tag)
+        if serving != revision or not url:
+            raise CloudRunApiError(
+                409,
+                "ABORTED",
+                f"tag {tag} serves {serving!r} at {url!r}, not the revision just deployed ({revision}): "
+                "another deploy moved it",
+            )
+        record = read_previews(service).get(tag)
+        result = {
+            "service": spec.name,
+            "pr": int(self.pr),
+            "sha": str(self.git_sha),
+            "slot": str(self.slot),
+            "tag": tag,
+            "revision": revision,
+            "url": url,
+            "image": self._image(),
+            "expires": record.expires if record else None,
+            "operation": operation,
+        }
+        self.log.info("Preview %s of %s: revision %s serves %s", tag, spec.name, revision, url)
+        return result
+
+
+class RemovePreviewOperator(BaseOperator):
+    """Remove one preview: its proxy route(s), its Cloud Run tag and its annotation record.
+
+    :param service: the catalogue's service name (templated).
+    :param pr: the pull request number (templated).
+    :param only_expired: remove only if the preview is (still) expired and not pinned on a fresh read.
+    """
+
+    template_fields: Sequence[str] = ("service", "pr")
+    ui_color = "#ffe0e0"
+
+    def __init__(self, *, service: str, pr: int | str, only_expired: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service = service
+        self.pr = pr
+        self.only_expired = only_expired
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from faye_plugin.hooks.proxy import ProxyHook
+        from faye_plugin.operators.removal import remove_preview, still_expired
+
+        spec = _spec(str(self.service))
+        pr = int(self.pr)
+        removal = remove_preview(
+            spec,
+            pr,
+            cloud_run=_hook(spec),
+            proxy=ProxyHook(proxy_conn_id=spec.proxy_conn_id),
+            only_if=still_expired(preview_tag(pr)) if self.only_expired else None,
+        )
+        return removal.as_dict()
