@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from faye_plugin.exceptions import StackError
-from faye_plugin.stack import caddy, packages, podman, registry
+from faye_plugin.stack import airflow, caddy, catalogue, packages, podman, registry, sample
 from faye_plugin.stack.config import StackConfig
 from faye_plugin.stack.processes import ProcessSpec, Supervisor, port_free
 
@@ -90,6 +90,16 @@ class Stack:
             out.append((self.emulator_spec(env), "cloud_run"))
         return out
 
+    def airflow_specs(self) -> list[tuple[ProcessSpec, str | None]]:
+        """Airflow's processes with the port each binds (the log servers included)."""
+        log_server = "airflow-celery-worker" if self.cfg.executor == "celery" else "airflow-scheduler"
+        ports = {
+            "airflow-api-server": "airflow",
+            log_server: "worker_log",
+            "airflow-triggerer": "trigger_log",
+        }
+        return [(spec, ports.get(spec.name)) for spec in airflow.specs(self.cfg, base_env())]
+
     def emulator_spec(self, env: dict[str, str]) -> ProcessSpec:
         import sys
 
@@ -127,7 +137,8 @@ class Stack:
     def health(self) -> dict[str, str]:
         """Return each part's health: healthy, unhealthy (expected but not answering) or absent."""
         cfg = self.cfg
-        out = {
+        out = airflow.AirflowClient(cfg, timeout=3.0).health()
+        out |= {
             "registry": HEALTHY if http_ok(registry.health_url(cfg)) else UNHEALTHY,
             "proxy": HEALTHY if http_ok(caddy.health_url(cfg)) else UNHEALTHY,
         }
@@ -163,10 +174,21 @@ class Stack:
         installed = packages.ensure()
         if installed:
             self.say(f"installed Debian packages: {' '.join(installed)}")
-        for sub in (cfg.run_dir, cfg.log_dir, cfg.podman_dir):
+        for sub in (cfg.run_dir, cfg.log_dir, cfg.podman_dir, cfg.airflow_home):
             sub.mkdir(parents=True, exist_ok=True)
         specs = self.specs()
-        self.check_ports([(spec.name, key) for spec, key in specs if key is not None])
+        airflow_specs = self.airflow_specs()
+        self.check_ports([(spec.name, key) for spec, key in specs + airflow_specs if key is not None])
+        if cfg.executor == "celery":
+            airflow.check_redis(cfg)
+            airflow.ensure_database(cfg)
+        if sample.ensure(cfg.sample_repo):
+            self.say(f"created the sample repository {cfg.sample_repo}")
+        written = catalogue.write(cfg)
+        if written != "unchanged":
+            self.say(f"catalogue {cfg.catalogue_path}: {written}")
+        airflow.seed_password(cfg)
+        airflow.write_env_sh(cfg)
         for host in cfg.docker_hosts:
             if self.sup.pid(f"podman-{host}") is None:
                 podman.tidy_socket(cfg, host)
@@ -185,9 +207,34 @@ class Stack:
         for host in cfg.docker_hosts:
             if podman.ensure_base_image(cfg.docker_socket(host), tar):
                 self.say(f"imported {podman.BASE_IMAGE} into {host}")
+        self._up_airflow(airflow_specs)
         status = self.status()
         (cfg.home / "status.json").write_text(json.dumps(status, indent=1))
         return status
+
+    def _up_airflow(self, specs: list[tuple[ProcessSpec, str | None]]) -> None:
+        cfg = self.cfg
+        fresh = [spec for spec, _ in specs if self.sup.pid(spec.name) is None]
+        if fresh:
+            t0 = time.monotonic()
+            if airflow.migrate(cfg, base_env()):
+                self.say(f"migrated the Airflow database in {time.monotonic() - t0:.1f} s")
+        for spec in fresh:
+            self.say(f"started {spec.name} (pid {self.sup.start(spec)})")
+        keys = ["airflow", *(f"airflow_{k}" for k in airflow.HEALTH_KEYS)]
+        self.wait_healthy(keys, timeout=240)
+        client = airflow.AirflowClient(cfg, timeout=10)
+        client.login()
+        if client.ensure_pool(cfg.test_servers):
+            self.say(f"pool faye_test_servers: {cfg.test_servers} slots")
+        if fresh:
+            dags, errors = client.wait_dags_loaded()
+            self.say(f"DAGs loaded: {', '.join(dags) or 'none'}")
+            for filename in errors:
+                self.say(f"DAG import error in {filename} (see the Airflow UI)")
+            unpaused = client.unpause_all()
+            if unpaused:
+                self.say(f"unpaused {', '.join(unpaused)}")
 
     def down(self) -> list[str]:
         """Stop every process our pid files name; return the names stopped."""
@@ -212,7 +259,8 @@ class Stack:
             "state_dir": str(cfg.home),
             "airflow_url": cfg.url("airflow"),
             "airflow_username": "faye",
-            "airflow_password": None,
+            "airflow_password": airflow.read_password(cfg),
+            "env_sh": str(cfg.home / "env.sh"),
             "proxy_url": cfg.url("proxy"),
             "proxy_public_url": cfg.proxy_public_url,
             "proxy_admin_url": cfg.url("proxy_admin"),

@@ -38,6 +38,9 @@ class ProcessSpec:
     env: Mapping[str, str]
     cwd: Path
     log: Path
+    # Titles the program may give itself with setproctitle (e.g. "airflow api_server"): its
+    # cmdline then starts with one of these instead of equalling argv.
+    titles: tuple[str, ...] = ()
 
 
 def _cmdline(pid: int) -> list[str] | None:
@@ -50,14 +53,24 @@ def _cmdline(pid: int) -> list[str] | None:
     return [part.decode(errors="replace") for part in raw.rstrip(b"\0").split(b"\0")]
 
 
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """Return (state, pgrp, session) of ``pid``, or None when it does not exist."""
+def _stat(pid: int) -> tuple[str, int, int, int] | None:
+    """Return (state, pgrp, session, start time in clock ticks) of ``pid``, or None if it is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
     fields = raw[raw.rindex(")") + 2 :].split()
-    return fields[0], int(fields[2]), int(fields[3])
+    return fields[0], int(fields[2]), int(fields[3]), int(fields[19])
+
+
+def matches(cmdline: list[str] | None, argv: Sequence[str], titles: Sequence[str]) -> bool:
+    """Return True when ``cmdline`` is what we started: ``argv`` itself, or one of its own titles."""
+    if cmdline is None:
+        return False
+    if cmdline == list(argv):
+        return True
+    shown = " ".join(cmdline).strip()
+    return any(shown.startswith(title) for title in titles)
 
 
 def session_members(sid: int) -> list[int]:
@@ -113,7 +126,13 @@ class Supervisor:
         st = _stat(pid)
         if st is None or st[0] in ("Z", "X"):
             return None
-        return pid if _cmdline(pid) == rec.get("argv") else None
+        if rec.get("starttime") not in (None, st[3]):
+            return None  # the pid now belongs to a process started later
+        argv = rec.get("argv")
+        titles = rec.get("titles") or []
+        if not isinstance(argv, list) or not isinstance(titles, list):
+            return None
+        return pid if matches(_cmdline(pid), argv, titles) else None
 
     def recorded_pids(self) -> dict[str, int]:
         """Return every pid named in our pid files (running or not)."""
@@ -144,14 +163,19 @@ class Supervisor:
                 )
             except OSError as err:
                 raise StackError(f"cannot start {spec.name} ({spec.argv[0]}): {err}") from err
-        # Record what the kernel will show as the command line (argv as exec'd).
-        argv = None
-        for _ in range(50):
-            argv = _cmdline(proc.pid)
-            if argv and argv == list(spec.argv):
+        # Wait until the child has exec'd (its cmdline is argv), so the record describes it.
+        for _ in range(200):
+            if matches(_cmdline(proc.pid), spec.argv, spec.titles) or proc.poll() is not None:
                 break
-            time.sleep(0.01)
-        record = {"pid": proc.pid, "argv": list(spec.argv), "started": time.time()}
+            time.sleep(0.005)
+        st = _stat(proc.pid)
+        record = {
+            "pid": proc.pid,
+            "argv": list(spec.argv),
+            "titles": list(spec.titles),
+            "starttime": st[3] if st else None,
+            "started": time.time(),
+        }
         self._pid_file(spec.name).write_text(json.dumps(record))
         return proc.pid
 

@@ -1,0 +1,373 @@
+"""Airflow 3.3 for the local stack: settings, secrets, migrate, the four processes, pool and DAGs.
+
+Embedded default: LocalExecutor on SQLite in ``$FAYE_HOME/airflow``. With ``FAYE_DATABASE_URL`` the
+metadata DB is that database (created if missing, PostgreSQL); ``FAYE_EXECUTOR=celery`` adds a
+``celery worker`` on ``FAYE_REDIS_URL``. Every process gets the same environment (one JWT secret),
+which is also written to ``$FAYE_HOME/env.sh`` for the ``airflow`` CLI.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from faye_plugin.exceptions import StackError
+from faye_plugin.settings import TEST_SERVERS_POOL
+from faye_plugin.stack.config import StackConfig
+from faye_plugin.stack.processes import ProcessSpec
+
+USERNAME = "faye"
+# name -> (airflow sub-command, titles the process may set itself)
+COMPONENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "airflow-api-server": (("api-server",), ("airflow api_server",)),
+    "airflow-scheduler": (("scheduler",), ()),
+    "airflow-dag-processor": (("dag-processor",), ()),
+    "airflow-triggerer": (("triggerer",), ()),
+}
+CELERY_WORKER = "airflow-celery-worker"
+HEALTH_KEYS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+
+
+def component_names(cfg: StackConfig) -> list[str]:
+    names = list(COMPONENTS)
+    if cfg.executor == "celery":
+        names.append(CELERY_WORKER)
+    return names
+
+
+def stack_secrets(cfg: StackConfig) -> dict[str, str]:
+    """Return the stack's secrets, generating them once into ``$FAYE_HOME/secrets.json`` (mode 600)."""
+    path = cfg.home / "secrets.json"
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        data = {}
+    wanted = {
+        "airflow_password": lambda: secrets.token_urlsafe(12),
+        "jwt_secret": lambda: secrets.token_urlsafe(64),
+        "api_secret_key": lambda: secrets.token_urlsafe(32),
+        "fernet_key": lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        "hello_db_password": lambda: secrets.token_urlsafe(12),
+    }
+    changed = False
+    for key, make in wanted.items():
+        if not isinstance(data.get(key), str):
+            data[key] = make()
+            changed = True
+    if changed:
+        cfg.home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1)
+    return data
+
+
+def read_password(cfg: StackConfig) -> str | None:
+    """Return the faye user's password if the stack has one yet (never creates it)."""
+    try:
+        value = json.loads((cfg.home / "secrets.json").read_text()).get("airflow_password")
+    except (FileNotFoundError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def passwords_file(cfg: StackConfig) -> Path:
+    return cfg.airflow_home / "passwords.json"
+
+
+def database_url(cfg: StackConfig) -> str:
+    if cfg.database_url:
+        return cfg.database_url
+    return f"sqlite:///{cfg.airflow_home / 'airflow.db'}"
+
+
+def connections(cfg: StackConfig, hello_db_password: str) -> dict[str, str]:
+    """The ``AIRFLOW_CONN_*`` variables of docs/architecture.md (JSON form, no DB writes)."""
+    conns: dict[str, dict[str, Any]] = {
+        "faye_cloud_run": {
+            "conn_type": "google_cloud_platform",
+            "extra": {"is_anonymous": True, "project": "local", "api_endpoint": cfg.url("cloud_run")},
+        },
+        "faye_registry": {"conn_type": "faye_registry", "host": cfg.url("registry")},
+        "faye_proxy": {
+            "conn_type": "faye_proxy",
+            "host": cfg.url("proxy_admin"),
+            "extra": {
+                "server": "previews",
+                "domain": "preview.localhost",
+                "public_url": cfg.proxy_public_url,
+            },
+        },
+        # the sample service's secret_env (catalogue: conn:faye_hello_db:password)
+        "faye_hello_db": {"conn_type": "generic", "login": "hello", "password": hello_db_password},
+    }
+    return {f"AIRFLOW_CONN_{cid.upper()}": json.dumps(conn) for cid, conn in conns.items()}
+
+
+def airflow_env(cfg: StackConfig) -> dict[str, str]:
+    """Return the settings every Airflow process of the stack shares (not the whole environment)."""
+    sec = stack_secrets(cfg)
+    port = cfg.ports["airflow"]
+    env = {
+        "FAYE_HOME": str(cfg.home),
+        "AIRFLOW_HOME": str(cfg.airflow_home),
+        "PYTHONPYCACHEPREFIX": os.environ.get("PYTHONPYCACHEPREFIX", str(cfg.home / "pycache")),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(cfg.dags_folder),
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if cfg.executor == "celery" else "LocalExecutor",
+        # 2 cores: LocalExecutor pre-forks `parallelism` workers (32 by default, 1.8 GB PSS).
+        "AIRFLOW__CORE__PARALLELISM": "8",
+        "AIRFLOW__CORE__FERNET_KEY": sec["fernet_key"],
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(cfg)),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url(cfg),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API__SECRET_KEY": sec["api_secret_key"],
+        "AIRFLOW__API_AUTH__JWT_SECRET": sec["jwt_secret"],
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(cfg.ports["worker_log"]),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(cfg.ports["trigger_log"]),
+        # a new or changed DAG file is seen within ~10 s
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        # ~0.2 s per dependency hop instead of 1 s (see README for the idle-CPU cost)
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
+        "AIRFLOW__FAYE__CATALOGUE": str(cfg.catalogue_path),
+        **connections(cfg, sec["hello_db_password"]),
+    }
+    if cfg.executor == "celery":
+        env |= {
+            "AIRFLOW__CELERY__BROKER_URL": cfg.redis_url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database_url(cfg).replace("+psycopg2", ""),
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
+        }
+    return env
+
+
+def process_env(cfg: StackConfig, base: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in base.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env | airflow_env(cfg)
+
+
+def write_env_sh(cfg: StackConfig) -> Path:
+    """Write ``$FAYE_HOME/env.sh``: ``source`` it to run ``airflow`` CLI commands against the stack."""
+    lines = ["# source me: the local stack's Airflow settings", "unset PYTHONDONTWRITEBYTECODE"]
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(airflow_env(cfg).items())]
+    lines.append(f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"')
+    path = cfg.home / "env.sh"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path
+
+
+def seed_password(cfg: StackConfig) -> str:
+    """Pre-seed the simple auth manager's passwords file with the faye user's password."""
+    password = stack_secrets(cfg)["airflow_password"]
+    path = passwords_file(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        current = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        current = None
+    if current != {USERNAME: password}:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({USERNAME: password}, fh)
+    return password
+
+
+def ensure_database(cfg: StackConfig) -> None:
+    """Create the PostgreSQL database named in ``FAYE_DATABASE_URL`` when it does not exist."""
+    if not cfg.database_url or not cfg.database_url.startswith("postgresql"):
+        return
+    from sqlalchemy.engine import make_url
+
+    url = make_url(cfg.database_url)
+    try:
+        import psycopg2
+    except ImportError:
+        raise StackError("FAYE_DATABASE_URL needs psycopg2: run `uv sync --all-extras`") from None
+    params = {"host": url.host or "127.0.0.1", "port": url.port or 5432, "user": url.username or "postgres"}
+    if url.password:
+        params["password"] = url.password
+    try:
+        conn = psycopg2.connect(dbname="postgres", **params)
+    except psycopg2.Error as err:
+        raise StackError(f"cannot reach PostgreSQL at {params['host']}:{params['port']}: {err}") from err
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (url.database,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{url.database}"')
+    finally:
+        conn.close()
+
+
+def check_redis(cfg: StackConfig) -> None:
+    from urllib.parse import urlparse
+
+    url = urlparse(cfg.redis_url)
+    try:
+        with socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379), timeout=3) as sock:
+            sock.sendall(b"PING\r\n")
+            answer = sock.recv(64)
+    except OSError as err:
+        raise StackError(f"Redis at {cfg.redis_url} does not answer ({err}); set FAYE_REDIS_URL") from err
+    if not answer.startswith((b"+PONG", b"-NOAUTH")):
+        raise StackError(f"Redis at {cfg.redis_url} answered {answer!r}")
+
+
+def migrate(cfg: StackConfig, base: dict[str, str]) -> bool:
+    """Run ``airflow db migrate`` unless this database was migrated by this Airflow version already."""
+    import airflow
+
+    marker = cfg.airflow_home / "migrated.json"
+    want = {"db": database_url(cfg), "airflow": airflow.__version__}
+    sqlite = cfg.database_url is None
+    try:
+        done = json.loads(marker.read_text()) == want and (
+            not sqlite or (cfg.airflow_home / "airflow.db").exists()
+        )
+    except (FileNotFoundError, ValueError):
+        done = False
+    if done:
+        return False
+    cfg.log_dir.mkdir(parents=True, exist_ok=True)
+    with open(cfg.log_dir / "airflow-db-migrate.log", "ab") as log:
+        proc = subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            env=process_env(cfg, base),
+            cwd=cfg.airflow_home,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+            check=False,
+        )
+    if proc.returncode != 0:
+        raise StackError(f"airflow db migrate failed; see {cfg.log_dir / 'airflow-db-migrate.log'}")
+    marker.write_text(json.dumps(want))
+    return True
+
+
+def specs(cfg: StackConfig, base: dict[str, str]) -> list[ProcessSpec]:
+    env = process_env(cfg, base)
+    out = []
+    for name in component_names(cfg):
+        if name == CELERY_WORKER:
+            sub: tuple[str, ...] = ("celery", "worker")
+            titles: tuple[str, ...] = ()
+        else:
+            sub, titles = COMPONENTS[name]
+        out.append(
+            ProcessSpec(
+                name=name,
+                argv=[sys.executable, "-m", "airflow", *sub],
+                env=env,
+                cwd=cfg.airflow_home,
+                log=cfg.log_dir / f"{name}.log",
+                titles=titles,
+            )
+        )
+    return out
+
+
+class AirflowClient:
+    """Just what ``up`` and ``status`` need from Airflow's REST API."""
+
+    def __init__(self, cfg: StackConfig, timeout: float = 5.0) -> None:
+        self.url = cfg.url("airflow")
+        self.cfg = cfg
+        self.timeout = timeout
+        self.session = requests.Session()
+
+    def health(self) -> dict[str, str]:
+        """Return {"airflow": ..., "airflow_scheduler": ..., ...} from ``/api/v2/monitor/health``."""
+        try:
+            resp = self.session.get(f"{self.url}/api/v2/monitor/health", timeout=self.timeout)
+            data = resp.json() if resp.status_code == 200 else {}
+        except (requests.RequestException, ValueError):
+            data = {}
+        out = {"airflow": "healthy" if data else "unhealthy"}
+        for key in HEALTH_KEYS:
+            status = (data.get(key) or {}).get("status")
+            out[f"airflow_{key}"] = "healthy" if status == "healthy" else "unhealthy"
+        return out
+
+    def login(self) -> None:
+        password = stack_secrets(self.cfg)["airflow_password"]
+        resp = self.session.post(
+            f"{self.url}/auth/token", json={"username": USERNAME, "password": password}, timeout=self.timeout
+        )
+        if resp.status_code not in (200, 201):
+            raise StackError(f"Airflow refused the faye user's password: HTTP {resp.status_code} {resp.text}")
+        self.session.headers["Authorization"] = f"Bearer {resp.json()['access_token']}"
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.request(method, f"{self.url}/api/v2/{path}", timeout=self.timeout, **kwargs)
+
+    def ensure_pool(self, slots: int) -> bool:
+        """Create or resize the pool ``faye_test_servers``; return True when something changed."""
+        resp = self._call("GET", f"pools/{TEST_SERVERS_POOL}")
+        if resp.status_code == 200 and resp.json().get("slots") == slots:
+            return False
+        if resp.status_code == 200:
+            resp = self._call("PATCH", f"pools/{TEST_SERVERS_POOL}", json={"slots": slots})
+        else:
+            body = {
+                "name": TEST_SERVERS_POOL,
+                "slots": slots,
+                "description": "faye: one slot per test server",
+                "include_deferred": False,
+            }
+            resp = self._call("POST", "pools", json=body)
+        if resp.status_code not in (200, 201):
+            raise StackError(f"cannot set pool {TEST_SERVERS_POOL}: HTTP {resp.status_code} {resp.text}")
+        return True
+
+    def dags(self) -> list[dict[str, Any]]:
+        resp = self._call("GET", "dags", params={"limit": 1000})
+        resp.raise_for_status()
+        return list(resp.json()["dags"])
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        resp = self._call("GET", "importErrors", params={"limit": 1000})
+        resp.raise_for_status()
+        return list(resp.json()["import_errors"])
+
+    def wait_dags_loaded(self, timeout: float = 90.0) -> tuple[list[str], list[str]]:
+        """Wait until every file in the DAGs folder has a DAG or an import error; return both lists."""
+        files = {str(p) for p in self.cfg.dags_folder.glob("*.py") if not p.name.startswith("_")}
+        deadline = time.monotonic() + timeout
+        while True:
+            dags, errors = self.dags(), self.import_errors()
+            seen = {d.get("fileloc") for d in dags} | {e.get("filename") for e in errors}
+            if files <= seen or time.monotonic() > deadline:
+                return sorted(d["dag_id"] for d in dags), sorted(str(e.get("filename")) for e in errors)
+            time.sleep(1)
+
+    def unpause_all(self) -> list[str]:
+        unpaused = []
+        for dag in self.dags():
+            if dag.get("is_paused"):
+                resp = self._call("PATCH", f"dags/{dag['dag_id']}", json={"is_paused": False})
+                resp.raise_for_status()
+                unpaused.append(dag["dag_id"])
+        return unpaused
