@@ -81,13 +81,19 @@ def task_order(downstream: dict[str, list[str]], started: dict[str, datetime | N
 
 
 def format_entry(entry: Any) -> str | None:
-    """Return the printable text of one structured log entry, or None for Airflow's own markers."""
+    """Return the printable text of one structured log entry, or None for Airflow's own markers.
+
+    Dropped: the UI's ``::group::``/``::endgroup::`` folding markers and the "log message source"
+    listing (entries with neither timestamp nor level, repeated with every read of a running task).
+    """
     if isinstance(entry, str):
         return entry
     if not isinstance(entry, dict):
         return str(entry)
     event = str(entry.get("event", ""))
-    if "sources" in entry or event.startswith(("::group::Log message source", "::endgroup::")):
+    if event.startswith(("::group::", "::endgroup::")) or "sources" in entry:
+        return None
+    if "timestamp" not in entry and "level" not in entry:
         return None
     level = str(entry.get("level") or "info").lower()
     return event if level in ("info", "debug") else f"{level.upper()} {event}"

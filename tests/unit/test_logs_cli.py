@@ -34,6 +34,11 @@ def test_tasks_come_in_topological_order_ties_by_start_time() -> None:
 def test_airflow_markers_are_dropped_and_levels_shown() -> None:
     assert format_entry({"event": "::group::Log message source details", "sources": ["x"]}) is None
     assert format_entry({"event": "::endgroup::"}) is None
-    assert format_entry({"event": "STEP 1/2", "level": "info"}) == "STEP 1/2"
-    assert format_entry({"event": "build failed: x", "level": "error"}) == "ERROR build failed: x"
+    assert format_entry({"event": "/logs/dag_id=x/attempt=1.log"}) is None
+    assert format_entry({"event": "::group::Pre Execute", "level": "info", "timestamp": "t"}) is None
+    assert format_entry({"event": "STEP 1/2", "level": "info", "timestamp": "t"}) == "STEP 1/2"
+    assert (
+        format_entry({"event": "build failed: x", "level": "error", "timestamp": "t"})
+        == "ERROR build failed: x"
+    )
     assert format_entry("plain") == "plain"
