@@ -171,14 +171,16 @@ class Stack:
 
     def _up(self) -> dict[str, Any]:
         cfg = self.cfg
-        installed = packages.ensure()
-        if installed:
-            self.say(f"installed Debian packages: {' '.join(installed)}")
         for sub in (cfg.run_dir, cfg.log_dir, cfg.podman_dir, cfg.airflow_home):
             sub.mkdir(parents=True, exist_ok=True)
         specs = self.specs()
         airflow_specs = self.airflow_specs()
+        # Every port first: a taken one stops `up` before anything is installed or started.
         self.check_ports([(spec.name, key) for spec, key in specs + airflow_specs if key is not None])
+        installed = packages.ensure()
+        if installed:
+            self.say(f"installed Debian packages: {' '.join(installed)}")
+            specs = self.specs()  # binaries' paths are known now
         if cfg.executor == "celery":
             airflow.check_redis(cfg)
             airflow.ensure_database(cfg)

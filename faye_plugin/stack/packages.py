@@ -62,7 +62,7 @@ def ensure(packages: Sequence[str] = STACK_PACKAGES, *, update: bool = True) -> 
     if proc.returncode != 0:
         # Find which package is at fault, to name it.
         for name in todo:
-            one = _apt(["install", "-y", "--no-install-recommends", name])
+            one = proc if len(todo) == 1 else _apt(["install", "-y", "--no-install-recommends", name])
             if one.returncode != 0:
                 raise StackError(
                     f"cannot install Debian package {name!r} ({_last_error(one)}): "

@@ -1,0 +1,102 @@
+"""What `up` writes: the sample repository, the catalogue, the Airflow settings, the Caddy config."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from faye_plugin.catalogue import load_catalogue
+from faye_plugin.stack import airflow, caddy, catalogue, podman, sample
+from faye_plugin.stack.config import StackConfig
+
+
+def _cfg(tmp_path: Path) -> StackConfig:
+    return StackConfig.from_env({"FAYE_HOME": str(tmp_path / "state"), "FAYE_PORT_BASE": "31800"})
+
+
+def test_sample_repo_has_two_commits_a_broken_branch_and_stable_shas(tmp_path: Path) -> None:
+    one, two = tmp_path / "one" / "hello", tmp_path / "two" / "hello"
+    assert sample.ensure(one) is True
+    assert sample.ensure(one) is False  # idempotent
+    sample.ensure(two)
+    log = subprocess.run(
+        ["git", "log", "--format=%H", "main"], cwd=one, capture_output=True, text=True, check=True
+    )
+    assert len(log.stdout.split()) >= 2
+    assert sample.head(one) == sample.head(two)  # same content, dates and author: same sha
+    assert sample.head(one, "broken") != sample.head(one)
+    dockerfile = (one / "Dockerfile").read_text()
+    assert dockerfile.startswith("FROM localhost/faye-base:latest") and "ARG GIT_SHA" in dockerfile
+
+
+def test_catalogue_loads_with_the_loader_and_edits_are_kept(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    cfg.home.mkdir(parents=True)
+    assert catalogue.write(cfg) == "written"
+    assert catalogue.write(cfg) == "unchanged"
+    cat = load_catalogue(cfg.catalogue_path)
+    hello = cat.service("hello")
+    assert hello.image == "127.0.0.1:31803/hello"
+    assert hello.build.git_url == str(cfg.sample_repo)
+    assert [s.name for s in cat.test_servers] == ["test-1", "test-2"]
+    cfg.catalogue_path.write_text(cfg.catalogue_path.read_text() + "# mine\n")
+    assert catalogue.write(cfg) == "kept"
+
+
+def test_airflow_settings_share_one_long_jwt_secret_and_the_documented_connections(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    env = airflow.airflow_env(cfg)
+    assert env == airflow.airflow_env(cfg)  # secrets are generated once
+    assert len(env["AIRFLOW__API_AUTH__JWT_SECRET"]) >= 64
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:31800/execution/"
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite:///")
+    run = json.loads(env["AIRFLOW_CONN_FAYE_CLOUD_RUN"])
+    assert run["extra"]["api_endpoint"] == "http://127.0.0.1:31804"
+    proxy = json.loads(env["AIRFLOW_CONN_FAYE_PROXY"])
+    assert proxy["host"] == "http://127.0.0.1:31802" and proxy["extra"]["server"] == "previews"
+    assert json.loads(env["AIRFLOW_CONN_FAYE_REGISTRY"])["host"] == "http://127.0.0.1:31803"
+    assert (cfg.home / "secrets.json").stat().st_mode & 0o077 == 0
+
+
+def test_celery_settings_use_the_database_and_redis(tmp_path: Path) -> None:
+    cfg = StackConfig.from_env(
+        {
+            "FAYE_HOME": str(tmp_path),
+            "FAYE_EXECUTOR": "celery",
+            "FAYE_DATABASE_URL": "postgresql+psycopg2://postgres@127.0.0.1:5432/faye",
+        }
+    )
+    env = airflow.airflow_env(cfg)
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+postgresql://postgres@127.0.0.1:5432/faye"
+    assert "airflow-celery-worker" in airflow.component_names(cfg)
+
+
+def test_password_file_is_pre_seeded_with_the_reported_password(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    password = airflow.seed_password(cfg)
+    assert json.loads(airflow.passwords_file(cfg).read_text()) == {"faye": password}
+    assert airflow.read_password(cfg) == password
+
+
+def test_caddy_config_has_the_previews_server_and_a_fallback_route(tmp_path: Path) -> None:
+    conf = caddy.initial_config(_cfg(tmp_path))
+    server = conf["apps"]["http"]["servers"]["previews"]
+    assert conf["admin"]["listen"] == "127.0.0.1:31802"
+    assert server["listen"] == ["127.0.0.1:31801"]
+    assert server["automatic_https"]["disable"] is True
+    assert server["routes"][-1]["@id"] == "fallback"
+
+
+def test_podman_hosts_never_share_state(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    envs = [podman.write_config(cfg, host) for host in cfg.docker_hosts]
+    texts = [
+        Path(e["CONTAINERS_CONF"]).read_text() + Path(e["CONTAINERS_STORAGE_CONF"]).read_text() for e in envs
+    ]
+    for host, text in zip(cfg.docker_hosts, texts, strict=True):
+        assert f"podman/{host}/tmp" in text and f"podman/{host}/graph" in text and 'runtime = "runc"' in text
+    assert "127.0.0.1:31803" in Path(envs[0]["CONTAINERS_REGISTRIES_CONF"]).read_text()
