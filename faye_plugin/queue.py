@@ -187,6 +187,8 @@ class TagRequest:
     run_id: str
     requested_at: float  # epoch seconds of that run's trigger time
     git_sha: str | None = None
+    slot: str | None = None  # the slot that run claimed at its safe point
+    claimed_at: float | None = None  # epoch seconds of the claim
 
 
 @dataclass(frozen=True)
@@ -363,6 +365,81 @@ def _busy(service: str, pr: int, policy: str, holders: Mapping[str, Holder], wha
     return SlotDecision(None, None, message)
 
 
+def claim_holders(
+    *,
+    pr: int,
+    records: Iterable[Any],
+    requests: Mapping[str, TagRequest],
+    routes: Iterable[Any] = (),
+    service: str,
+    now: float,
+) -> dict[str, Holder]:
+    """Who holds each slot of ``service``, seen from PR ``pr`` at its safe point.
+
+    ``records`` are the ``faye.dev/previews`` records (``tag, pr, sha, slot, revision, deployed_at,
+    pinned``), ``requests`` the ``faye.dev/requests`` entries (who claimed when), ``routes`` the proxy's
+    slot routes. A claim newer than its preview's last finished deploy is *mid-deploy*
+    (``deployed_at=None``), unless older than CLAIM_GRACE_SECONDS (its run died). A route whose PR has no
+    record still holds its slot. ``pr``'s own holdings are left out.
+    """
+    holders: dict[str, Holder] = {}
+    by_pr: dict[int, Any] = {}
+    for record in records:
+        by_pr[int(record.pr)] = record
+        if not record.slot or int(record.pr) == pr:
+            continue
+        claim = requests.get(record.tag)
+        claimed_at = claim.claimed_at if claim is not None and claim.slot == record.slot else None
+        deployed: float | None = float(record.deployed_at) if record.revision else 0.0
+        if claimed_at is not None and claimed_at > float(record.deployed_at or 0):
+            deployed = None if now - claimed_at <= CLAIM_GRACE_SECONDS else claimed_at
+        holders[record.slot] = Holder(
+            pr=int(record.pr),
+            sha=record.sha or None,
+            deployed_at=deployed,
+            pinned=bool(record.pinned),
+            claimed_at=claimed_at,
+        )
+    for route in routes:
+        if route.service != service or int(route.pr) == pr or route.slot in holders:
+            continue
+        record = by_pr.get(int(route.pr))
+        holders[route.slot] = Holder(
+            pr=int(route.pr),
+            sha=route.sha or None,
+            deployed_at=float(record.deployed_at) if record is not None else 0.0,
+            pinned=bool(record.pinned) if record is not None else False,
+        )
+    return holders
+
+
+def claim_decision(
+    *,
+    service: str,
+    pr: int,
+    slot: str,
+    explicit: bool,
+    holders: Mapping[str, Holder],
+    policy: str,
+    now: float,
+) -> SlotDecision:
+    """May PR ``pr`` claim ``slot`` (chosen when its run started) now, at its safe point?
+
+    Free, or already this PR's: yes. Held by another preview: a slot the request named (``explicit``)
+    or the ``evict-oldest`` policy evicts the holder unless it is pinned or mid-deploy (then: wait);
+    the ``wait`` policy waits; ``fail`` raises SlotBusyError naming every slot and its holder.
+    """
+    holder = holders.get(slot)
+    if holder is None or holder.pr == pr:
+        return SlotDecision(slot, None, "the slot is free" if holder is None else "the slot this PR holds")
+    if explicit or policy == "evict-oldest":
+        if _evictable(holder, now):
+            return SlotDecision(slot, holder, f"taking slot {slot} from {holder.describe()}")
+        if policy != "fail":
+            return SlotDecision(None, None, f"slot {slot} is held by {holder.describe()}")
+    return _busy(service, pr, policy, holders, f"slot {slot} was taken by {holder.describe()}")
+
+
 # ---------------------------------------------------------------------------------------------- queue
 
 
@@ -430,6 +507,9 @@ def waiting_for(
     if states.get(SAFE_POINT_TASK_ID) in {"up_for_reschedule", "deferred"} or (
         step is not None and step.task_id == SAFE_POINT_TASK_ID and step.state in {"scheduled", "queued"}
     ):
+        # still_newest writes why it waits into the run note ("waiting for a slot: ...").
+        if run.note and run.note.startswith("waiting for "):
+            return run.note.removeprefix("waiting for ")
         for other in others:
             if (
                 other.active

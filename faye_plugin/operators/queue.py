@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from airflow.sdk import BaseOperator, BaseSensorOperator
+from airflow.sdk import BaseOperator, BaseSensorOperator, PokeReturnValue
 
 from faye_plugin.exceptions import SupersededError
 from faye_plugin.queue import (
@@ -30,6 +31,8 @@ from faye_plugin.queue import (
     RunInfo,
     TagRequest,
     TaskState,
+    claim_decision,
+    claim_holders,
     plan_supersede,
     safe_point_decision,
     same_preview,
@@ -51,17 +54,33 @@ def read_requests(annotations: dict[str, str]) -> dict[str, TagRequest]:
     found: dict[str, TagRequest] = {}
     for tag, entry in data.items() if isinstance(data, dict) else ():
         if isinstance(entry, dict) and "run_id" in entry and "requested_at" in entry:
-            found[tag] = TagRequest(str(entry["run_id"]), float(entry["requested_at"]), entry.get("sha"))
+            claimed_at = entry.get("claimed_at")
+            found[tag] = TagRequest(
+                str(entry["run_id"]),
+                float(entry["requested_at"]),
+                entry.get("sha"),
+                entry.get("slot"),
+                float(claimed_at) if claimed_at is not None else None,
+            )
     return found
+
+
+def _request_json(request: TagRequest) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "run_id": request.run_id,
+        "requested_at": request.requested_at,
+        "sha": request.git_sha,
+    }
+    if request.slot:
+        data["slot"] = request.slot
+        data["claimed_at"] = request.claimed_at
+    return data
 
 
 def write_request(annotations: Any, tag: str, request: TagRequest) -> None:
     """Record ``request`` as the newest for ``tag`` (in place, on a service's annotations map)."""
-    current = {
-        t: {"run_id": r.run_id, "requested_at": r.requested_at, "sha": r.git_sha}
-        for t, r in read_requests(dict(annotations)).items()
-    }
-    current[tag] = {"run_id": request.run_id, "requested_at": request.requested_at, "sha": request.git_sha}
+    current = {t: _request_json(r) for t, r in read_requests(dict(annotations)).items()}
+    current[tag] = _request_json(request)
     annotations[REQUESTS_ANNOTATION] = json.dumps(current, separators=(",", ":"), sort_keys=True)
 
 
@@ -114,34 +133,43 @@ class SupersedeOlderRunsOperator(BaseOperator):
 
 
 class StillNewestSensor(BaseSensorOperator):
-    """The safe point before a deploy's writes: proceed, wait for an older deploy, or step aside.
+    """The safe point before a deploy's writes: proceed, wait, or step aside; and the slot claim.
 
+    In one etag-guarded write on the service it records this run as the tag's newest request and, when
+    ``slot`` is given, claims that slot for the PR (the ``faye.dev/previews`` record's ``slot``, and
+    ``claimed_at`` in ``faye.dev/requests``), so two PRs can never both claim one slot. A slot held by
+    another preview is handled by the catalogue's slot policy (:func:`faye_plugin.queue.claim_decision`).
+    While it waits, the run note says for what. Returns ``{"slot", "evict"}``.
+
+    :param slot: the slot chosen when the run started (templated; None: no claim, e.g. before H5 wires it).
     :param airflow_api_conn_id: the connection to Airflow's REST API.
     """
 
-    template_fields: Sequence[str] = ()
+    template_fields: Sequence[str] = ("slot",)
     ui_color = "#f0e4ff"
 
-    def __init__(self, *, airflow_api_conn_id: str = "faye_airflow_api", **kwargs: Any) -> None:
+    def __init__(
+        self, *, slot: str | None = None, airflow_api_conn_id: str = "faye_airflow_api", **kwargs: Any
+    ) -> None:
         kwargs.setdefault("mode", "reschedule")
         kwargs.setdefault("poke_interval", 2.0)
         kwargs.setdefault("timeout", 6 * 3600)
         kwargs.setdefault("retries", 0)
         super().__init__(**kwargs)
+        self.slot = slot
         self.airflow_api_conn_id = airflow_api_conn_id
 
-    def _recorded(self, service_name: str, tag: str) -> tuple[Any, Any, TagRequest | None]:
+    def _wait(self, client: Any, me: RunInfo, why: str) -> PokeReturnValue:
+        note = f"waiting for {why}"[:1000]
+        if me.note != note:
+            client.set_note(me.dag_id, me.run_id, note)
+        self.log.info("Waiting: %s", why)
+        return PokeReturnValue(is_done=False)
+
+    def poke(self, context: Any) -> PokeReturnValue:
         from faye_plugin.catalogue import load_catalogue
-        from faye_plugin.hooks.cloud_run import CloudRunPreviewHook
-
-        target = load_catalogue().service(service_name).cloud_run
-        hook = CloudRunPreviewHook(gcp_conn_id=target.gcp_conn_id)
-        service = hook.get_service(project=target.project, region=target.region, service=target.service)
-        recorded = None if service is None else read_requests(dict(service.annotations)).get(tag)
-        return hook, target, recorded
-
-    def poke(self, context: Any) -> bool:
         from faye_plugin.hooks.airflow_api import AirflowApiHook
+        from faye_plugin.hooks.cloud_run import CloudRunPreviewHook
 
         client = AirflowApiHook(self.airflow_api_conn_id).client
         dag_run = context["dag_run"]
@@ -149,7 +177,12 @@ class StillNewestSensor(BaseSensorOperator):
         if me.service is None or me.pr is None:
             raise ValueError(f"run {me.run_id} has no service/pr in its conf")
         tag = f"pr-{me.pr}"
-        hook, target, recorded = self._recorded(me.service, tag)
+        catalogue = load_catalogue()
+        spec = catalogue.service(me.service)
+        target = spec.cloud_run
+        hook = CloudRunPreviewHook(gcp_conn_id=target.gcp_conn_id)
+        service = hook.get_service(project=target.project, region=target.region, service=target.service)
+        recorded = None if service is None else read_requests(dict(service.annotations)).get(tag)
         runs = client.list_active_runs(DEPLOY_DAG)
         decision = safe_point_decision(me, runs, _same_preview_tis(client, me, runs), recorded)
         self.log.info("Safe point: %s (%s)", decision.action, decision.reason)
@@ -159,37 +192,119 @@ class StillNewestSensor(BaseSensorOperator):
             )
             raise SupersededError(decision.reason)
         if decision.action == "wait":
-            return False
-        request = TagRequest(me.run_id, me.run_after.timestamp(), me.git_sha)
-        newer: list[TagRequest] = []
+            return self._wait(client, me, f"a running deploy of PR {me.pr} ({decision.other_run_id})")
 
-        def record(service: Any) -> tuple[Any, list[str]] | None:
-            if service is None:
-                return None  # the first deploy creates the service; nothing older can exist on it
-            current = read_requests(dict(service.annotations)).get(tag)
-            if (
-                current is not None
-                and current.run_id != me.run_id
-                and current.requested_at > request.requested_at
-            ):
-                newer.append(current)
+        slot = str(self.slot) if self.slot not in (None, "", "None") else None
+        routes = [] if slot is None else self._routes(spec.proxy_conn_id)
+        outcome: dict[str, Any] = {}
+
+        def claim(current: Any) -> tuple[Any, list[str]] | None:
+            outcome.clear()
+            if current is None:
+                return None  # the first deploy creates the service; nothing else can hold a slot on it
+            requests = read_requests(dict(current.annotations))
+            newest = requests.get(tag)
+            if newest is not None and newest.run_id != me.run_id and newest.requested_at > me_requested_at:
+                outcome["newer"] = newest
                 return None
-            write_request(service.annotations, tag, request)
-            return service, ["annotations"]
+            now = time.time()
+            if slot is not None and not self._claim(
+                current=current,
+                requests=requests,
+                routes=routes,
+                me=me,
+                tag=tag,
+                slot=slot,
+                now=now,
+                outcome=outcome,
+            ):
+                return None
+            write_request(
+                current.annotations,
+                tag,
+                TagRequest(me.run_id, me_requested_at, me.git_sha, slot, now if slot else None),
+            )
+            return current, ["annotations"]
 
+        me_requested_at = me.run_after.timestamp()
         started = time.monotonic()
         hook.modify_service(
-            project=target.project, region=target.region, service=target.service, change=record
+            project=target.project, region=target.region, service=target.service, change=claim
         )
-        if newer:
-            reason = (
-                f"{newer[0].run_id} (sha {newer[0].git_sha}), a newer deploy of PR {me.pr}, got here first"
-            )
-            client.set_note(me.dag_id, me.run_id, superseded_note(newer[0].run_id, reason))
+        if "newer" in outcome:
+            newer: TagRequest = outcome["newer"]
+            reason = f"{newer.run_id} (sha {newer.git_sha}), a newer deploy of PR {me.pr}, got here first"
+            client.set_note(me.dag_id, me.run_id, superseded_note(newer.run_id, reason))
             raise SupersededError(reason)
+        if "wait" in outcome:
+            return self._wait(client, me, f"a slot: {outcome['wait']}")
+        if me.note and me.note.startswith("waiting for "):
+            client.set_note(me.dag_id, me.run_id, "")
+        evict = outcome.get("evict")
         self.log.info(
-            "Recorded %s as the newest request for %s in %.2fs", me.run_id, tag, time.monotonic() - started
+            "Recorded %s as the newest request for %s%s in %.2fs",
+            me.run_id,
+            tag,
+            f", claimed slot {slot}" + (f" from PR {evict}" if evict else "") if slot else "",
+            time.monotonic() - started,
         )
+        return PokeReturnValue(is_done=True, xcom_value={"slot": slot, "evict": evict})
+
+    def _routes(self, proxy_conn_id: str) -> list[Any]:
+        from faye_plugin.hooks.proxy import ProxyHook
+
+        return list(ProxyHook(proxy_conn_id=proxy_conn_id).list_slot_routes())
+
+    def _claim(
+        self,
+        *,
+        current: Any,
+        requests: dict[str, TagRequest],
+        routes: list[Any],
+        me: RunInfo,
+        tag: str,
+        slot: str,
+        now: float,
+        outcome: dict[str, Any],
+    ) -> bool:
+        """Decide the claim on ``current`` and, when granted, write it into its previews record."""
+        from faye_plugin.catalogue import load_catalogue
+        from faye_plugin.hooks.cloud_run import PreviewRecord, read_previews, write_previews
+
+        catalogue = load_catalogue()
+        spec = catalogue.service(str(me.service))
+        records = read_previews(current)
+        holders = claim_holders(
+            pr=int(me.pr or 0),
+            records=records.values(),
+            requests=requests,
+            routes=routes,
+            service=spec.name,
+            now=now,
+        )
+        decision = claim_decision(
+            service=spec.name,
+            pr=int(me.pr or 0),
+            slot=slot,
+            explicit=me.slot is not None,
+            holders=holders,
+            policy=catalogue.defaults.slot_policy,
+            now=now,
+        )  # raises SlotBusyError under the fail policy
+        if decision.slot is None:
+            outcome["wait"] = decision.reason
+            return False
+        outcome["evict"] = decision.evict.pr if decision.evict else None
+        record = records.get(tag) or PreviewRecord(
+            tag=tag,
+            pr=int(me.pr or 0),
+            sha="",
+            slot="",
+            revision="",
+            expires=int(now) + catalogue.defaults.ttl_hours * 3600,
+        )
+        records[tag] = replace(record, slot=slot)
+        write_previews(current, records)
         return True
 
 

@@ -269,3 +269,88 @@ def test_request_records_round_trip_and_keep_other_tags() -> None:
     assert records["pr-1"] == TagRequest("run-c", 300.0, "c" * 40)
     assert records["pr-2"].run_id == "run-b" and annotations["other"] == "kept"
     assert read_requests({"faye.dev/requests": "not json"}) == {}
+
+
+# ------------------------------------------------------------------------------ claims at the safe point
+
+
+def record(
+    tag: str, pr: int, slot: str, *, revision: str = "r", deployed_at: int = 100, pinned: bool = False
+):
+    from faye_plugin.hooks.cloud_run_model import PreviewRecord
+
+    return PreviewRecord(
+        tag, pr, "f" * 40, slot, revision, expires=10**10, pinned=pinned, deployed_at=deployed_at
+    )
+
+
+def test_a_fresh_claim_is_mid_deploy_and_blocks_the_slot() -> None:
+    from faye_plugin.queue import claim_decision, claim_holders
+
+    records = [record("pr-1", 1, "c", revision="", deployed_at=0)]
+    requests = {"pr-1": TagRequest("run-1", NOW - 20, "f" * 40, "c", NOW - 10)}
+    holders = claim_holders(pr=2, records=records, requests=requests, service="hello", now=NOW)
+    assert holders["c"].deployed_at is None and holders["c"].pr == 1
+    for policy in ("evict-oldest", "wait"):
+        decision = claim_decision(
+            service="hello", pr=2, slot="c", explicit=False, holders=holders, policy=policy, now=NOW
+        )
+        assert decision.waits and "PR 1" in decision.reason
+    with pytest.raises(SlotBusyError, match=r"slot c was taken by PR 1 .*c: PR 1"):
+        claim_decision(
+            service="hello", pr=2, slot="c", explicit=False, holders=holders, policy="fail", now=NOW
+        )
+
+
+def test_a_finished_deploy_is_evictable_only_under_evict_oldest_or_an_explicit_slot() -> None:
+    from faye_plugin.queue import claim_decision, claim_holders
+
+    records = [record("pr-1", 1, "c", deployed_at=int(NOW - 5))]
+    requests = {"pr-1": TagRequest("run-1", NOW - 30, "f" * 40, "c", NOW - 20)}
+    holders = claim_holders(pr=2, records=records, requests=requests, service="hello", now=NOW)
+    assert holders["c"].deployed_at == NOW - 5
+
+    def decide(policy: str, explicit: bool = False):
+        return claim_decision(
+            service="hello", pr=2, slot="c", explicit=explicit, holders=holders, policy=policy, now=NOW
+        )
+
+    assert decide("evict-oldest").evict == holders["c"]
+    assert decide("wait").waits
+    assert decide("wait", explicit=True).evict == holders["c"]
+    # own slot and a free slot are claimed without eviction
+    assert (
+        claim_decision(
+            service="hello", pr=1, slot="c", explicit=False, holders=holders, policy="fail", now=NOW
+        ).evict
+        is None
+    )
+    assert (
+        claim_decision(
+            service="hello", pr=2, slot="a", explicit=False, holders=holders, policy="fail", now=NOW
+        ).slot
+        == "a"
+    )
+
+
+def test_routes_without_records_hold_their_slot_and_own_holdings_are_ignored() -> None:
+    from dataclasses import dataclass
+
+    from faye_plugin.queue import claim_holders
+
+    @dataclass
+    class FakeRoute:  # the shape of ProxyHook's SlotRoute
+        slot: str
+        service: str
+        pr: int
+        sha: str
+
+    routes = [
+        FakeRoute("a", "hello", 5, "5" * 40),
+        FakeRoute("b", "world", 6, ""),
+        FakeRoute("c", "hello", 2, ""),
+    ]
+    holders = claim_holders(
+        pr=2, records=[record("pr-2", 2, "c")], requests={}, routes=routes, service="hello", now=NOW
+    )
+    assert set(holders) == {"a"} and holders["a"].pr == 5
