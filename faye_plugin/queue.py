@@ -296,7 +296,7 @@ def _evictable(holder: Holder, now: float) -> bool:
     if holder.pinned:
         return False
     if holder.deployed_at is None:
-        # A claim whose deploy is still running is not taken away, unless it was abandoned.
+        # A claim whose run is still writing is not taken away, unless it was abandoned long ago.
         return holder.claimed_at is not None and now - holder.claimed_at > CLAIM_GRACE_SECONDS
     return True
 
@@ -373,15 +373,19 @@ def claim_holders(
     routes: Iterable[Any] = (),
     service: str,
     now: float,
+    writing_runs: Iterable[str] | None = None,
 ) -> dict[str, Holder]:
     """Who holds each slot of ``service``, seen from PR ``pr`` at its safe point.
 
     ``records`` are the ``faye.dev/previews`` records (``tag, pr, sha, slot, revision, deployed_at,
-    pinned``), ``requests`` the ``faye.dev/requests`` entries (who claimed when), ``routes`` the proxy's
-    slot routes. A claim newer than its preview's last finished deploy is *mid-deploy*
-    (``deployed_at=None``), unless older than CLAIM_GRACE_SECONDS (its run died). A route whose PR has no
-    record still holds its slot. ``pr``'s own holdings are left out.
+    pinned``), ``requests`` the ``faye.dev/requests`` entries (which run claimed which slot when),
+    ``routes`` the proxy's slot routes. A holder is *mid-deploy* (``deployed_at=None``: never evicted)
+    while the run that claimed its slot is still writing (``writing_runs``: active runs between their
+    safe point and the end of ``update_proxy``). Without that list, a claim newer than the preview's
+    last deploy counts as mid-deploy for CLAIM_GRACE_SECONDS. A route whose PR has no record still holds
+    its slot. ``pr``'s own holdings are left out.
     """
+    writing = None if writing_runs is None else set(writing_runs)
     holders: dict[str, Holder] = {}
     by_pr: dict[int, Any] = {}
     for record in records:
@@ -391,7 +395,10 @@ def claim_holders(
         claim = requests.get(record.tag)
         claimed_at = claim.claimed_at if claim is not None and claim.slot == record.slot else None
         deployed: float | None = float(record.deployed_at) if record.revision else 0.0
-        if claimed_at is not None and claimed_at > float(record.deployed_at or 0):
+        if writing is not None:
+            if claim is not None and claim.run_id in writing:
+                deployed = None
+        elif claimed_at is not None and claimed_at > float(record.deployed_at or 0):
             deployed = None if now - claimed_at <= CLAIM_GRACE_SECONDS else claimed_at
         holders[record.slot] = Holder(
             pr=int(record.pr),

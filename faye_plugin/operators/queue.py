@@ -33,6 +33,7 @@ from faye_plugin.queue import (
     TaskState,
     claim_decision,
     claim_holders,
+    in_critical_section,
     plan_supersede,
     safe_point_decision,
     same_preview,
@@ -196,6 +197,12 @@ class StillNewestSensor(BaseSensorOperator):
 
         slot = str(self.slot) if self.slot not in (None, "", "None") else None
         routes = [] if slot is None else self._routes(spec.proxy_conn_id)
+        writing: set[str] = set()
+        if slot is not None:  # runs of other PRs of this service inside their writes: their claims stand
+            others = [r for r in runs if r.service == me.service and r.pr != me.pr]
+            for run in others:
+                if in_critical_section(client.task_instances(run.dag_id, run.run_id)):
+                    writing.add(run.run_id)
         outcome: dict[str, Any] = {}
 
         def claim(current: Any) -> tuple[Any, list[str]] | None:
@@ -216,6 +223,7 @@ class StillNewestSensor(BaseSensorOperator):
                 tag=tag,
                 slot=slot,
                 now=now,
+                writing=writing,
                 outcome=outcome,
             ):
                 return None
@@ -265,6 +273,7 @@ class StillNewestSensor(BaseSensorOperator):
         tag: str,
         slot: str,
         now: float,
+        writing: set[str],
         outcome: dict[str, Any],
     ) -> bool:
         """Decide the claim on ``current`` and, when granted, write it into its previews record."""
@@ -281,6 +290,7 @@ class StillNewestSensor(BaseSensorOperator):
             routes=routes,
             service=spec.name,
             now=now,
+            writing_runs=writing,
         )
         decision = claim_decision(
             service=spec.name,

@@ -354,3 +354,19 @@ def test_routes_without_records_hold_their_slot_and_own_holdings_are_ignored() -
         pr=2, records=[record("pr-2", 2, "c")], requests={}, routes=routes, service="hello", now=NOW
     )
     assert set(holders) == {"a"} and holders["a"].pr == 5
+
+
+def test_a_claim_stands_while_its_run_is_writing_and_falls_when_the_run_is_gone() -> None:
+    from faye_plugin.queue import claim_holders
+
+    # deploy_revision already recorded deployed_at, but update_proxy has not run: still writing
+    records = [record("pr-1", 1, "c", deployed_at=int(NOW - 1))]
+    requests = {"pr-1": TagRequest("run-1", NOW - 30, "f" * 40, "c", NOW - 20)}
+    writing = claim_holders(
+        pr=2, records=records, requests=requests, service="hello", now=NOW, writing_runs={"run-1"}
+    )
+    assert writing["c"].deployed_at is None
+    done = claim_holders(
+        pr=2, records=records, requests=requests, service="hello", now=NOW, writing_runs=set()
+    )
+    assert done["c"].deployed_at == NOW - 1
