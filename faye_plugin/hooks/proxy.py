@@ -279,3 +279,13 @@ class ProxyHook(BaseHook):
             self._expect(response, 200)
             removed = True
         raise ProxyError(f"slot {slot}: still has a route after {MAX_DUPLICATES} deletes")
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check that the admin API answers and has the connection's HTTP server."""
+        try:
+            response = self._request("GET", f"/config/apps/http/servers/{self.settings['server']}")
+        except Exception as exc:  # report, do not raise: this feeds the UI's "Test" button
+            return False, f"{type(exc).__name__}: {exc}"
+        if response.status_code == 200 and response.json():
+            return True, f"Caddy at {self.settings['admin_url']} has server {self.settings['server']!r}"
+        return False, f"Caddy has no server {self.settings['server']!r} (HTTP {response.status_code})"

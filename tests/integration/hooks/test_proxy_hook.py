@@ -180,6 +180,9 @@ def test_refusals_are_clear(stack: dict[str, Any], slot: str, monkeypatch: pytes
                 slot, "elsewhere.example", "http://127.0.0.1:1", "hello", 1, SHA, "hello-pr-1-x", "pr-1"
             )
         )
+    assert hook.test_connection()[0] is True
     wrong_server = use_proxy(monkeypatch, stack, server="no-such-server")
+    ok, message = wrong_server.test_connection()
+    assert not ok and "no-such-server" in message
     with pytest.raises(ProxyError, match="HTTP 500"):
         wrong_server.upsert_slot_route(make_route(wrong_server, slot, "http://127.0.0.1:1"))
