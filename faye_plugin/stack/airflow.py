@@ -111,6 +111,13 @@ def connections(cfg: StackConfig, hello_db_password: str) -> dict[str, str]:
         },
         # the sample service's secret_env (catalogue: conn:faye_hello_db:password)
         "faye_hello_db": {"conn_type": "generic", "login": "hello", "password": hello_db_password},
+        # Airflow's own REST API: the queue steps list and supersede runs through it (docs/queue.md)
+        "faye_airflow_api": {
+            "conn_type": "faye_airflow_api",
+            "host": cfg.url("airflow"),
+            "login": USERNAME,
+            "password": stack_secrets(cfg)["airflow_password"],
+        },
     }
     return {f"AIRFLOW_CONN_{cid.upper()}": json.dumps(conn) for cid, conn in conns.items()}
 
