@@ -334,7 +334,7 @@ class Engine:
                validate_only: bool) -> dict[str, Any]:
         service_id = split_service(name)[2]
         template = spec.get("template")
-        if not template:
+        if template is None:
             raise v.bad("service.template: Required field not set.")
         v.check_template(template)
         v.check_metadata(spec.get("labels", {}), spec.get("annotations", {}), "service")

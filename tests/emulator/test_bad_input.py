@@ -1,0 +1,182 @@
+"""Every rule the emulator enforces, checked over plain HTTP (status, error body) and through the client.
+
+After each refused write the stored service must be exactly as it was.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import requests
+from emulator_support import (
+    PARENT,
+    Emulator,
+    Images,
+    error_of,
+    patch,
+    pinned,
+    service_name,
+    short,
+    template,
+)
+from emulator_support import create as create_service
+from google.api_core import exceptions
+
+pytestmark = pytest.mark.integration
+
+SERVICE_ID = "bad-input"
+REVISION = "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION"
+LATEST = "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST"
+
+
+@pytest.fixture(scope="module")
+def base(emulator: Emulator, images: Images) -> dict[str, Any]:
+    """A stored service (as JSON) that every bad request tries to change."""
+    create_service(emulator.services(), SERVICE_ID, images.marker)
+    return dict(requests.get(f"{emulator.url}/v2/{service_name(SERVICE_ID)}", timeout=5).json())
+
+
+def first(service: dict[str, Any]) -> str:
+    return short(service["latestCreatedRevision"])
+
+
+def with_traffic(*targets: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    def change(service: dict[str, Any]) -> None:
+        service["traffic"] = [{k: (first(service) if v == "R1" else v) for k, v in t.items()} for t in targets]
+    return change
+
+
+def set_key(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(service: dict[str, Any]) -> None:
+        node = service
+        keys = path.split(".")
+        for key in keys[:-1]:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[keys[-1]] = value
+    return change
+
+
+# (id, change to the service body, updateMask, HTTP status, status, a piece of the message)
+PATCH_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, int, str, str]] = [
+    ("percent-sum", with_traffic({"type": REVISION, "revision": "R1", "percent": 90}), "traffic",
+     400, "INVALID_ARGUMENT", "must sum to 100"),
+    ("duplicate-tag", with_traffic({"type": REVISION, "revision": "R1", "percent": 100},
+                                   {"type": REVISION, "revision": "R1", "tag": "dup"},
+                                   {"type": REVISION, "revision": "R1", "tag": "dup"}), "traffic",
+     400, "INVALID_ARGUMENT", "must be unique"),
+    ("uppercase-tag", with_traffic({"type": REVISION, "revision": "R1", "percent": 100, "tag": "Pr-1"}),
+     "traffic", 400, "INVALID_ARGUMENT", "lowercase"),
+    ("short-tag", with_traffic({"type": LATEST, "percent": 100}, {"type": REVISION, "revision": "R1", "tag": "ab"}),
+     "traffic", 400, "INVALID_ARGUMENT", "at least three characters"),
+    ("tag-too-long", with_traffic({"type": LATEST, "percent": 100},
+                                  {"type": REVISION, "revision": "R1", "tag": "t" * (46 - len(SERVICE_ID) + 1)}),
+     "traffic", 400, "INVALID_ARGUMENT", "cannot exceed 46 characters"),
+    ("tag-at-limit-is-fine-but-revision-missing",
+     with_traffic({"type": LATEST, "percent": 100},
+                  {"type": REVISION, "revision": "bad-input-nope", "tag": "t" * (46 - len(SERVICE_ID))}),
+     "traffic", 400, "INVALID_ARGUMENT", "'bad-input-nope' referenced in traffic[1] does not exist"),
+    ("latest-with-revision", with_traffic({"type": LATEST, "revision": "R1", "percent": 100}), "traffic",
+     400, "INVALID_ARGUMENT", "must not be set"),
+    ("revision-without-name", with_traffic({"type": REVISION, "percent": 100}), "traffic",
+     400, "INVALID_ARGUMENT", "revision is required"),
+    ("neither-percent-nor-tag", with_traffic({"type": LATEST, "percent": 100}, {"type": REVISION, "revision": "R1"}),
+     "traffic", 400, "INVALID_ARGUMENT", "needs a percent or a tag"),
+    ("reserved-annotation", set_key("annotations", {"run.googleapis.com/ingress": "all"}), "annotations",
+     400, "INVALID_ARGUMENT", "run.googleapis.com"),
+    ("reserved-label", set_key("labels", {"Faye": "x"}), "labels", 400, "INVALID_ARGUMENT", "Invalid label"),
+    ("reserved-env", set_key("template.containers.0.env", [{"name": "PORT", "value": "1"}]), "template",
+     400, "INVALID_ARGUMENT", "reserved env names were provided: PORT"),
+    ("no-containers", set_key("template.containers", []), "template", 400, "INVALID_ARGUMENT",
+     "at least one container"),
+    ("revision-prefix", set_key("template.revision", "other-name"), "template", 400, "INVALID_ARGUMENT",
+     "must start with the service name"),
+    ("unknown-field", set_key("bogus", 1), "", 400, "INVALID_ARGUMENT",
+     "Unknown name \"bogus\" at 'service': Cannot find field."),
+    ("unknown-nested-field", set_key("template.containers.0.bogus", 1), "template", 400, "INVALID_ARGUMENT",
+     "Unknown name \"bogus\""),
+    ("wrong-type", set_key("labels", "not-a-map"), "labels", 400, "INVALID_ARGUMENT",
+     "Invalid JSON payload received"),
+    ("bad-mask", set_key("description", "x"), "nope", 400, "INVALID_ARGUMENT", "Invalid update mask path"),
+    ("output-only-mask", set_key("description", "x"), "uri", 400, "INVALID_ARGUMENT", "cannot be updated"),
+    ("stale-etag", set_key("etag", '"stale"'), "description", 409, "ABORTED", "does not match its current etag"),
+]
+
+
+@pytest.mark.parametrize(("change", "mask", "http_status", "status", "message"),
+                         [c[1:] for c in PATCH_CASES], ids=[c[0] for c in PATCH_CASES])
+def test_refused_patch_leaves_the_service_alone(emulator: Emulator, base: dict[str, Any],
+                                                change: Callable[[dict[str, Any]], None], mask: str,
+                                                http_status: int, status: str, message: str) -> None:
+    body = copy.deepcopy(base)
+    change(body)
+    url = f"{emulator.url}/v2/{base['name']}"
+    answer = requests.patch(url, params={"updateMask": mask} if mask else {}, data=json.dumps(body), timeout=5)
+    error = error_of(answer)
+    assert (answer.status_code, error["status"]) == (http_status, status), error
+    assert message in error["message"]
+    after = requests.get(url, timeout=5).json()
+    assert (after["etag"], after["generation"], after["traffic"]) == (base["etag"], base["generation"],
+                                                                      base["traffic"])
+
+
+@pytest.mark.parametrize(("method", "path", "params", "data", "http_status", "status", "message"), [
+    ("PATCH", "services/bad-input", {}, "{not json", 400, "INVALID_ARGUMENT", "Invalid JSON payload received"),
+    ("GET", "services/bad-input", {"color": "red"}, "", 400, "INVALID_ARGUMENT",
+     "Unknown name \"color\": Cannot bind query parameter"),
+    ("PATCH", "services/bad-input", {"allowMissing": "maybe"}, "{}", 400, "INVALID_ARGUMENT", "TYPE_BOOL"),
+    ("POST", "services", {"serviceId": "Bad_Name"}, "{}", 400, "INVALID_ARGUMENT", "only lowercase"),
+    ("POST", "services", {"serviceId": "x" * 50}, "{}", 400, "INVALID_ARGUMENT", "less than 50"),
+    ("POST", "services", {}, "{}", 400, "INVALID_ARGUMENT", "service_id is required"),
+    ("POST", "services", {"serviceId": "bad-input"}, "{}", 409, "ALREADY_EXISTS",
+     "Resource 'bad-input' already exists."),
+    ("POST", "services", {"serviceId": "no-template"}, "{}", 400, "INVALID_ARGUMENT", "service.template"),
+    ("POST", "services", {"serviceId": "not-an-object"}, "[1]", 400, "INVALID_ARGUMENT", "Expected an object"),
+    ("GET", "services/nope", {}, "", 404, "NOT_FOUND",
+     "Resource 'nope' of kind 'SERVICE' in region 'europe-west1' in project 'local' does not exist."),
+    ("GET", "services/bad-input/revisions/bad-input-nope", {}, "", 404, "NOT_FOUND",
+     "Resource 'bad-input-nope' of kind 'REVISION'"),
+    ("GET", "services/nope/revisions", {}, "", 404, "NOT_FOUND", "of kind 'SERVICE'"),
+    ("GET", "operations/nope", {}, "", 404, "NOT_FOUND", "Operation"),
+    ("GET", "services", {"pageToken": "zz"}, "", 400, "INVALID_ARGUMENT", "Invalid page token"),
+    ("GET", "servicez", {}, "", 404, "NOT_FOUND", "was not found on this server"),
+], ids=["malformed-json", "unknown-query", "bad-bool", "bad-id", "long-id", "no-id", "exists", "no-template",
+        "array-body", "missing-service", "missing-revision", "revisions-of-missing", "missing-operation",
+        "bad-page-token", "unknown-path"])
+def test_bad_requests(emulator: Emulator, base: dict[str, Any], method: str, path: str,
+                      params: dict[str, str], data: str, http_status: int, status: str, message: str) -> None:
+    answer = requests.request(method, f"{emulator.url}/v2/{PARENT}/{path}", params=params, data=data, timeout=5)
+    error = error_of(answer)
+    assert (answer.status_code, error["status"]) == (http_status, status), error
+    assert message in error["message"]
+    assert requests.get(f"{emulator.url}/v2/{base['name']}", timeout=5).json()["etag"] == base["etag"]
+
+
+def test_reused_revision_name_needs_the_same_template(emulator: Emulator, images: Images) -> None:
+    client = emulator.services()
+    service = create_service(client, "bad-reuse", images.marker)
+    service.template = template(images.marker, revision="bad-reuse-named", greeting="a")
+    named = patch(client, service, "template").result(timeout=60)
+    named.template = template(images.marker, revision="bad-reuse-named", greeting="b")
+    with pytest.raises(exceptions.Conflict, match="with different configuration already exists"):
+        patch(client, named, "template")
+    # A traffic-only change creates no revision.
+    named.template = template(images.marker, revision="bad-reuse-named", greeting="a")
+    named.traffic = [pinned("bad-reuse-named")]
+    moved = patch(client, named, "traffic").result(timeout=60)
+    assert moved.latest_created_revision == named.latest_created_revision
+    assert len(list(emulator.revisions().list_revisions(parent=moved.name))) == 2
+
+
+def test_stale_etag_through_the_client(emulator: Emulator, images: Images) -> None:
+    client = emulator.services()
+    service = create_service(client, "bad-etag", images.marker)
+    service.description = "first writer"
+    patch(client, service, "description").result(timeout=30)
+    service.description = "second writer, stale read"
+    with pytest.raises(exceptions.Conflict, match="etag"):
+        patch(client, service, "description")
+    assert client.get_service(name=service.name).description == "first writer"
