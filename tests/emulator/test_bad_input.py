@@ -46,7 +46,8 @@ def first(service: dict[str, Any]) -> str:
 
 def with_traffic(*targets: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
     def change(service: dict[str, Any]) -> None:
-        service["traffic"] = [{k: (first(service) if v == "R1" else v) for k, v in t.items()} for t in targets]
+        service["traffic"] = [{k: (first(service) if v == "R1" else v) for k, v in t.items()}
+                              for t in targets]
     return change
 
 
@@ -70,10 +71,12 @@ PATCH_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, int, str, st
      400, "INVALID_ARGUMENT", "must be unique"),
     ("uppercase-tag", with_traffic({"type": REVISION, "revision": "R1", "percent": 100, "tag": "Pr-1"}),
      "traffic", 400, "INVALID_ARGUMENT", "lowercase"),
-    ("short-tag", with_traffic({"type": LATEST, "percent": 100}, {"type": REVISION, "revision": "R1", "tag": "ab"}),
+    ("short-tag", with_traffic({"type": LATEST, "percent": 100},
+                               {"type": REVISION, "revision": "R1", "tag": "ab"}),
      "traffic", 400, "INVALID_ARGUMENT", "at least three characters"),
     ("tag-too-long", with_traffic({"type": LATEST, "percent": 100},
-                                  {"type": REVISION, "revision": "R1", "tag": "t" * (46 - len(SERVICE_ID) + 1)}),
+                                  {"type": REVISION, "revision": "R1",
+                                   "tag": "t" * (46 - len(SERVICE_ID) + 1)}),
      "traffic", 400, "INVALID_ARGUMENT", "cannot exceed 46 characters"),
     ("tag-at-limit-is-fine-but-revision-missing",
      with_traffic({"type": LATEST, "percent": 100},
@@ -83,7 +86,8 @@ PATCH_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, int, str, st
      400, "INVALID_ARGUMENT", "must not be set"),
     ("revision-without-name", with_traffic({"type": REVISION, "percent": 100}), "traffic",
      400, "INVALID_ARGUMENT", "revision is required"),
-    ("neither-percent-nor-tag", with_traffic({"type": LATEST, "percent": 100}, {"type": REVISION, "revision": "R1"}),
+    ("neither-percent-nor-tag", with_traffic({"type": LATEST, "percent": 100},
+                                             {"type": REVISION, "revision": "R1"}),
      "traffic", 400, "INVALID_ARGUMENT", "needs a percent or a tag"),
     ("reserved-annotation", set_key("annotations", {"run.googleapis.com/ingress": "all"}), "annotations",
      400, "INVALID_ARGUMENT", "run.googleapis.com"),
@@ -102,19 +106,20 @@ PATCH_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, int, str, st
      "Invalid JSON payload received"),
     ("bad-mask", set_key("description", "x"), "nope", 400, "INVALID_ARGUMENT", "Invalid update mask path"),
     ("output-only-mask", set_key("description", "x"), "uri", 400, "INVALID_ARGUMENT", "cannot be updated"),
-    ("stale-etag", set_key("etag", '"stale"'), "description", 409, "ABORTED", "does not match its current etag"),
+    ("stale-etag", set_key("etag", '"stale"'), "description", 409, "ABORTED",
+     "does not match its current etag"),
 ]
 
 
-@pytest.mark.parametrize(("change", "mask", "http_status", "status", "message"),
-                         [c[1:] for c in PATCH_CASES], ids=[c[0] for c in PATCH_CASES])
+@pytest.mark.parametrize("case", PATCH_CASES, ids=[c[0] for c in PATCH_CASES])
 def test_refused_patch_leaves_the_service_alone(emulator: Emulator, base: dict[str, Any],
-                                                change: Callable[[dict[str, Any]], None], mask: str,
-                                                http_status: int, status: str, message: str) -> None:
+                                                case: tuple[Any, ...]) -> None:
+    _, change, mask, http_status, status, message = case
     body = copy.deepcopy(base)
     change(body)
     url = f"{emulator.url}/v2/{base['name']}"
-    answer = requests.patch(url, params={"updateMask": mask} if mask else {}, data=json.dumps(body), timeout=5)
+    params = {"updateMask": mask} if mask else {}
+    answer = requests.patch(url, params=params, data=json.dumps(body), timeout=5)
     error = error_of(answer)
     assert (answer.status_code, error["status"]) == (http_status, status), error
     assert message in error["message"]
@@ -123,8 +128,9 @@ def test_refused_patch_leaves_the_service_alone(emulator: Emulator, base: dict[s
                                                                       base["traffic"])
 
 
-@pytest.mark.parametrize(("method", "path", "params", "data", "http_status", "status", "message"), [
-    ("PATCH", "services/bad-input", {}, "{not json", 400, "INVALID_ARGUMENT", "Invalid JSON payload received"),
+@pytest.mark.parametrize("case", [
+    ("PATCH", "services/bad-input", {}, "{not json", 400, "INVALID_ARGUMENT",
+     "Invalid JSON payload received"),
     ("GET", "services/bad-input", {"color": "red"}, "", 400, "INVALID_ARGUMENT",
      "Unknown name \"color\": Cannot bind query parameter"),
     ("PATCH", "services/bad-input", {"allowMissing": "maybe"}, "{}", 400, "INVALID_ARGUMENT", "TYPE_BOOL"),
@@ -134,7 +140,8 @@ def test_refused_patch_leaves_the_service_alone(emulator: Emulator, base: dict[s
     ("POST", "services", {"serviceId": "bad-input"}, "{}", 409, "ALREADY_EXISTS",
      "Resource 'bad-input' already exists."),
     ("POST", "services", {"serviceId": "no-template"}, "{}", 400, "INVALID_ARGUMENT", "service.template"),
-    ("POST", "services", {"serviceId": "not-an-object"}, "[1]", 400, "INVALID_ARGUMENT", "Expected an object"),
+    ("POST", "services", {"serviceId": "not-an-object"}, "[1]", 400, "INVALID_ARGUMENT",
+     "Expected an object"),
     ("GET", "services/nope", {}, "", 404, "NOT_FOUND",
      "Resource 'nope' of kind 'SERVICE' in region 'europe-west1' in project 'local' does not exist."),
     ("GET", "services/bad-input/revisions/bad-input-nope", {}, "", 404, "NOT_FOUND",
@@ -146,9 +153,10 @@ def test_refused_patch_leaves_the_service_alone(emulator: Emulator, base: dict[s
 ], ids=["malformed-json", "unknown-query", "bad-bool", "bad-id", "long-id", "no-id", "exists", "no-template",
         "array-body", "missing-service", "missing-revision", "revisions-of-missing", "missing-operation",
         "bad-page-token", "unknown-path"])
-def test_bad_requests(emulator: Emulator, base: dict[str, Any], method: str, path: str,
-                      params: dict[str, str], data: str, http_status: int, status: str, message: str) -> None:
-    answer = requests.request(method, f"{emulator.url}/v2/{PARENT}/{path}", params=params, data=data, timeout=5)
+def test_bad_requests(emulator: Emulator, base: dict[str, Any], case: tuple[Any, ...]) -> None:
+    method, path, params, data, http_status, status, message = case
+    url = f"{emulator.url}/v2/{PARENT}/{path}"
+    answer = requests.request(method, url, params=params, data=data, timeout=5)
     error = error_of(answer)
     assert (answer.status_code, error["status"]) == (http_status, status), error
     assert message in error["message"]

@@ -1,0 +1,92 @@
+"""Revisions that fail to start, and an emulator restart that keeps state and adopts its containers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+from emulator_support import (
+    Emulator,
+    Images,
+    patch,
+    pinned,
+    revision_of,
+    running_revisions,
+    short,
+    tag_target,
+    template,
+)
+from emulator_support import create as create_service
+from google.api_core import exceptions
+from google.cloud import run_v2
+
+pytestmark = pytest.mark.integration
+FAILED = run_v2.Condition.State.CONDITION_FAILED
+
+
+def test_a_container_that_never_listens_leaves_traffic_where_it_was(emulator: Emulator, images: Images) -> None:
+    client = emulator.services()
+    service = create_service(client, "run-fail", images.marker)
+    good = short(service.latest_ready_revision)
+
+    service.template = template(images.silent, revision="run-fail-silent")
+    op = patch(client, service, "template")
+    assert not op.done()  # the operation waits for the container
+    with pytest.raises(exceptions.FailedPrecondition) as raised:
+        op.result(timeout=60)
+    assert "Revision 'run-fail-silent' is not ready and cannot serve traffic." in str(raised.value)
+    assert "failed to start and listen on the port defined provided by the PORT=" in str(raised.value)
+
+    after = client.get_service(name=service.name)
+    assert short(after.latest_created_revision) == "run-fail-silent"
+    assert short(after.latest_ready_revision) == good
+    assert after.terminal_condition.state == FAILED
+    assert "not ready and cannot serve traffic" in after.terminal_condition.message
+    assert [s.revision for s in after.traffic_statuses] == [good]
+    assert after.observed_generation == after.generation and not after.reconciling
+    revision = emulator.revisions().get_revision(name=after.latest_created_revision)
+    assert revision.conditions[0].type_ == "Ready" and revision.conditions[0].state == FAILED
+    assert "PORT=" in revision.conditions[0].message
+    assert revision_of(emulator.get_via(after.uri)) == good  # still served by the ready revision
+
+    # Routing a tag to the failed revision is refused the same way; a good template recovers.
+    after.traffic = [pinned(good), tag_target("run-fail-silent", "broken")]
+    with pytest.raises(exceptions.FailedPrecondition, match="not ready"):
+        patch(client, after, "traffic").result(timeout=60)
+    fixed = client.get_service(name=service.name)
+    fixed.template = template(images.marker, greeting="fixed")
+    fixed.traffic = []
+    recovered = patch(client, fixed, "template", "traffic").result(timeout=60)
+    assert recovered.terminal_condition.state == run_v2.Condition.State.CONDITION_SUCCEEDED
+    assert "greeting=fixed" in emulator.get_via(recovered.uri).text
+
+
+def test_restart_keeps_state_and_adopts_containers(fresh_emulator: Emulator, images: Images) -> None:
+    emulator = fresh_emulator
+    emulator.start()
+    client = emulator.services()
+    service = create_service(client, "run-keep", images.marker)
+    main = short(service.latest_ready_revision)
+    service.template = template(images.marker, revision="run-keep-pr-3", greeting="pr")
+    service.traffic = [pinned(main), tag_target("run-keep-pr-3", "pr-3")]
+    before = patch(client, service, "template", "traffic").result(timeout=60)
+    tag_uri = before.traffic_statuses[1].uri
+
+    emulator.stop()
+    emulator.env = {"FAYE_EMULATOR_FAULTS": json.dumps({"method": "GetService", "status": 500, "count": 1})}
+    emulator.start()
+    client = emulator.services()
+    with pytest.raises(exceptions.InternalServerError):  # the fault set by env at start
+        client.get_service(name=before.name, retry=None)
+
+    after = client.get_service(name=before.name)
+    assert (after.etag, after.generation, after.latest_ready_revision) == (
+        before.etag, before.generation, before.latest_ready_revision)
+    assert [(s.revision, s.tag, s.uri) for s in after.traffic_statuses] == [
+        (s.revision, s.tag, s.uri) for s in before.traffic_statuses]
+    assert len(list(emulator.revisions().list_revisions(parent=after.name))) == 2
+    assert revision_of(emulator.get_via(tag_uri)) == "run-keep-pr-3"
+    assert revision_of(emulator.get_via(after.uri)) == main
+    assert {"run-keep-pr-3", main} <= running_revisions(emulator.docker_url)
+    assert requests.get(f"{emulator.url}/_emulator/faults", timeout=5).json() == {"faults": []}
