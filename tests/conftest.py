@@ -6,8 +6,13 @@
   ``test_docker_urls``, ``sample_repo``, ...). It runs ``faye stack down`` at the end of the session
   unless ``FAYE_KEEP_STACK=1`` (handy while iterating: the next session's ``up`` then takes a second).
 * ``airflow_api`` (session): an :class:`AirflowAPI` logged in as the stack's ``faye`` user.
+* ``faye_cli`` (session): :func:`faye`, to run the ``faye`` CLI against the test stack.
 
 Use them from integration tests only (``@pytest.mark.integration``); unit tests need no stack.
+
+Airflow imported by tests themselves (DagBag, dag.test) uses ``<repo>/.cache/airflow-test-home``,
+never ``~/airflow``. A test marked ``stack_teardown`` runs after every other test (it may stop the
+session stack).
 """
 
 from __future__ import annotations
@@ -28,6 +33,17 @@ REPO = Path(__file__).resolve().parent.parent
 TEST_HOME = REPO / ".faye-test"
 TEST_PORT_BASE = "28800"
 FINISHED = ("success", "failed")
+
+os.environ.setdefault("AIRFLOW_HOME", str(REPO / ".cache" / "airflow-test-home"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "stack_teardown: runs last; may stop the session's stack")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("stack_teardown") is not None)
 
 
 def stack_env() -> dict[str, str]:
@@ -110,6 +126,11 @@ class AirflowAPI:
             key = ti["task_id"] if ti.get("map_index", -1) < 0 else f"{ti['task_id']}[{ti['map_index']}]"
             out[key] = ti
         return out
+
+
+@pytest.fixture(scope="session")
+def faye_cli() -> Any:
+    return faye
 
 
 @pytest.fixture(scope="session")
