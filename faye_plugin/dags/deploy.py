@@ -54,8 +54,12 @@ def _test_group(preview_url: str) -> TaskGroup:
     return test_group(group_id="test", preview_url=preview_url)
 
 
-def build_deploy_dag(dag_id: str = DAG_ID, *, queue_steps: bool = True) -> DAG:
-    """Return the deploy DAG. ``queue_steps`` adds issue 6's supersede/safe-point steps."""
+def build_deploy_dag(dag_id: str = DAG_ID, *, queue_steps: bool = False) -> DAG:
+    """Return the deploy DAG.
+
+    ``queue_steps`` adds issue 6's ``supersede_older_runs`` (first) and ``still_newest`` (right before
+    ``release_slot``); they need the ``faye_airflow_api`` connection.
+    """
     from faye_plugin.operators.cloud_run import DeployPreviewOperator, ExtendExpiryOperator
     from faye_plugin.operators.proxy import ReleaseSlotOperator, UpdateProxyOperator
 
