@@ -241,11 +241,14 @@ class Stack:
     def down(self) -> list[str]:
         """Stop every process our pid files name; return the names stopped."""
         with _locked(self.cfg):
+            # Airflow first (it talks to the others), then the rest; each batch at once.
+            names = self.sup.names()
             stopped = []
-            # Airflow first (it talks to the others), then the rest.
-            names = sorted(self.sup.names(), key=lambda n: (not n.startswith("airflow"), n))
-            for name in names:
-                if self.sup.stop(name):
+            for batch in (
+                [n for n in names if n.startswith("airflow")],
+                [n for n in names if not n.startswith("airflow")],
+            ):
+                for name in self.sup.stop_many(batch):
                     stopped.append(name)
                     self.say(f"stopped {name}")
             for host in self.cfg.docker_hosts:

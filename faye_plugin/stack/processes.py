@@ -183,43 +183,64 @@ class Supervisor:
         """Return True when ``name`` has a pid file but its process is gone."""
         return self._record(name) is not None and self.pid(name) is None
 
+    def _ours(self, name: str) -> tuple[int, list[int]] | None:
+        """Return (session id, live members) of ``name`` when they are provably ours, else None."""
+        rec = self._record(name)
+        if rec is None:
+            return None
+        sid = int(rec["pid"])  # type: ignore[call-overload]
+        members = session_members(sid)
+        if self.pid(name) is None:
+            # The leader is gone (or its pid now runs something else). Members of the session other
+            # than the pid itself can only be ours: the kernel does not hand out a pid while a
+            # session or group with that id lives. A lone pid == sid could be a stranger: skip it.
+            members = [p for p in members if p != sid]
+        return (sid, members) if members else None
+
     def stop(self, name: str, grace: float = 15.0) -> bool:
         """Stop ``name``'s whole process group: SIGTERM, then SIGKILL after ``grace`` seconds.
 
         Return True when something of ours was signalled. A pid file whose process is gone, or whose
         pid now belongs to another program, is just removed.
         """
-        rec = self._record(name)
-        if rec is None:
-            return False
-        sid = int(rec["pid"])  # type: ignore[call-overload]
-        leader_ours = self.pid(name) is not None
-        members = session_members(sid)
-        if not leader_ours:
-            # The leader is gone (or its pid now runs something else). Members of the session other
-            # than the pid itself can only be ours: the kernel does not hand out a pid while a
-            # session or group with that id lives. A lone pid == sid could be a stranger: skip it.
-            members = [p for p in members if p != sid]
-        if not members:
-            self._pid_file(name).unlink(missing_ok=True)
-            return False
-        self._signal(sid, members, signal.SIGTERM)
+        return bool(self.stop_many([name], grace))
+
+    def stop_many(self, names: Sequence[str], grace: float = 15.0) -> list[str]:
+        """Stop several processes at once (SIGTERM to all, wait, SIGKILL what is left).
+
+        Return the names of those that were running and were signalled.
+        """
+        targets: dict[str, int] = {}
+        for name in names:
+            ours = self._ours(name)
+            if ours is None:
+                self._pid_file(name).unlink(missing_ok=True)
+                continue
+            sid, members = ours
+            targets[name] = sid
+            self._signal(sid, members, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            _reap(sid)
-            members = session_members(sid)
-            if not members:
-                break
-            time.sleep(0.1)
-        else:
-            self._signal(sid, session_members(sid), signal.SIGKILL)
-            for _ in range(50):
+        killed = False
+        while True:
+            left = {}
+            for name, sid in targets.items():
                 _reap(sid)
-                if not session_members(sid):
-                    break
-                time.sleep(0.1)
-        self._pid_file(name).unlink(missing_ok=True)
-        return True
+                members = session_members(sid)
+                if members:
+                    left[name] = members
+            if not left:
+                break
+            if time.monotonic() > deadline:
+                if killed:
+                    raise StackError(f"{', '.join(left)} survived SIGKILL; pids {left}")
+                for name, members in left.items():
+                    self._signal(targets[name], members, signal.SIGKILL)
+                killed = True
+                deadline = time.monotonic() + 5
+            time.sleep(0.1)
+        for name in targets:
+            self._pid_file(name).unlink(missing_ok=True)
+        return list(targets)
 
     @staticmethod
     def _signal(sid: int, members: list[int], sig: signal.Signals) -> None:
