@@ -1,15 +1,24 @@
 # faye: `make demo` runs a preview deploy on the local stack; `make test` runs every check.
 SHELL := /bin/bash
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv from PATH, else where `pip install --user` puts it (setup installs it there when missing).
+UV = $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# The environment is built from uv.lock, never re-resolved.
+export UV_FROZEN := 1
 # Airflow recompiles every module on each start when bytecode writing is off (these machines set it):
 # keep a bytecode cache in the repo instead. It halves process start-up.
 unexport PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX ?= $(CURDIR)/.cache/pycache
 
-.PHONY: setup lint typecheck unit test demo down clean
+.PHONY: setup uv lint typecheck unit test demo down status clean
 
-setup:
-	@command -v uv >/dev/null 2>&1 || test -x $(HOME)/.local/bin/uv || python3 -m pip install --quiet --user uv
+# Install uv when it is missing: pip --user (with PEP 668's escape hatch on Debian's own Python).
+uv:
+	@command -v uv >/dev/null 2>&1 || test -x $(HOME)/.local/bin/uv \
+	  || python3 -m pip install --quiet --user uv 2>/dev/null \
+	  || python3 -m pip install --quiet --user --break-system-packages uv \
+	  || { echo "faye: cannot install uv; install it (https://docs.astral.sh/uv/) and re-run" >&2; exit 1; }
+
+setup: uv
 	@$(UV) sync --frozen --all-extras --quiet
 
 lint: setup
@@ -21,12 +30,17 @@ typecheck: setup
 unit: setup
 	$(UV) run pytest -m "not integration"
 
+# ruff, mypy, then every test: unit tests, then integration tests on a stack the `stack` fixture
+# starts once (FAYE_HOME=.faye-test, FAYE_PORT_BASE=28800 unless set) and stops at the end.
 test: setup lint typecheck
 	$(UV) run pytest
 
 demo: setup
 	$(UV) run faye stack up
 	$(UV) run faye demo
+
+status: setup
+	$(UV) run faye stack status
 
 down: setup
 	$(UV) run faye stack down
