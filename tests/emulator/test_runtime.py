@@ -25,7 +25,8 @@ pytestmark = pytest.mark.integration
 FAILED = run_v2.Condition.State.CONDITION_FAILED
 
 
-def test_a_container_that_never_listens_leaves_traffic_where_it_was(emulator: Emulator, images: Images) -> None:
+def test_a_container_that_never_listens_leaves_traffic_where_it_was(emulator: Emulator,
+                                                                    images: Images) -> None:
     client = emulator.services()
     service = create_service(client, "run-fail", images.marker)
     good = short(service.latest_ready_revision)
