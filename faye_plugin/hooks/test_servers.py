@@ -97,6 +97,11 @@ def lease_from_labels(server: str, container_id: str, labels: dict[str, str] | N
     )
 
 
+def _gone(err: APIError) -> bool:
+    """podman answers 500 "no such container" for a container removed while it looked it up."""
+    return isinstance(err, NotFound) or "no such container" in str(getattr(err, "explanation", "") or err)
+
+
 def _name_taken(err: APIError) -> bool:
     explanation = str(getattr(err, "explanation", "") or err)
     return err.status_code == 409 or "already in use" in explanation
@@ -135,8 +140,10 @@ class TestServerHook:
         """Return the lease the server holds now, or None when it is free."""
         try:
             info = self.client.inspect_container(LEASE_NAME)
-        except NotFound:
-            return None
+        except APIError as err:
+            if _gone(err):
+                return None
+            raise
         return lease_from_labels(self.server.name, info["Id"], (info.get("Config") or {}).get("Labels"))
 
     def try_acquire(self, holder: str, ttl_seconds: float) -> Lease | None:
@@ -184,8 +191,10 @@ class TestServerHook:
     def _remove(self, container_id: str) -> bool:
         try:
             self.client.remove_container(container_id, force=True)
-        except NotFound:
-            return False
+        except APIError as err:
+            if _gone(err):
+                return False
+            raise
         return True
 
 

@@ -1,0 +1,346 @@
+"""Build and Test groups, test-server leases and ``faye logs`` on the real local stack.
+
+Runs go through the real scheduler (REST triggers), so the pool ``faye_test_servers`` is in force.
+Test-only services (``sleeper``, ``failing``, ``long``) are added to the stack's catalogue for the
+module and removed afterwards; their preview is a tiny HTTP server in this process, routed by Caddy
+on the slot ``zt`` (``http://zt.preview.localhost:<proxy port>``).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from conftest import AirflowAPI, stack_env
+
+pytestmark = pytest.mark.integration
+
+SLOT = "zt"
+MARKER = "faye-preview-ok"
+
+
+def _env_from_sh(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export ") and "=" in line:
+            key, _, value = line.removeprefix("export ").partition("=")
+            out[key] = shlex.split(value)[0] if value else ""
+    return out
+
+
+@pytest.fixture(scope="module")
+def stack_connections(stack: dict[str, Any]) -> Iterator[dict[str, str]]:
+    """Give this process the stack's connections and catalogue, as Airflow's processes have them."""
+    env = {k: v for k, v in _env_from_sh(Path(stack["env_sh"])).items() if k.startswith("AIRFLOW_CONN_")}
+    env["AIRFLOW__FAYE__CATALOGUE"] = stack["catalogue"]
+    mp = pytest.MonkeyPatch()
+    for key, value in env.items():
+        mp.setenv(key, value)
+    yield env
+    mp.undo()
+
+
+class _Preview(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(f"<p>{MARKER}</p>\n".encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _service(stack: dict[str, Any], command: str, timeout_minutes: int = 2) -> dict[str, Any]:
+    return {
+        "cloud_run": {"project": "local", "region": "europe-west1"},
+        "image": f"{stack['registry_host']}/hello",
+        "build": {"git_url": stack["sample_repo"]},
+        "slots": [SLOT],
+        "test": {
+            "image": "localhost/faye-base:latest",
+            "command": ["sh", "-c", command],
+            "timeout_minutes": timeout_minutes,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def test_services(stack: dict[str, Any], stack_connections: dict[str, str]) -> Iterator[None]:
+    """Add the test-only services to the catalogue and route slot ``zt`` to a preview that answers."""
+    from faye_plugin.hooks.proxy import ProxyHook, SlotRoute
+
+    path = Path(stack["catalogue"])
+    original = path.read_text()
+    data = yaml.safe_load(original)
+    check = f'wget -qO- "$PREVIEW_URL" | grep -q {MARKER}'
+    data["services"]["sleeper"] = _service(
+        stack, f'{check} && echo "tested $SERVICE pr $PR at $GIT_SHA"; sleep 3; echo finished'
+    )
+    data["services"]["failing"] = _service(stack, f"{check} && echo failing on purpose; exit 3")
+    data["services"]["long"] = _service(stack, "echo long test started; sleep 120; echo never")
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Preview)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    proxy = ProxyHook("faye_proxy")
+    proxy.upsert_slot_route(
+        SlotRoute(
+            slot=SLOT,
+            hostname=proxy.slot_hostname(SLOT),
+            upstream_url=f"http://127.0.0.1:{server.server_address[1]}",
+            service="sleeper",
+            pr=1,
+            sha="0" * 40,
+            revision="none",
+            tag="pr-1",
+        )
+    )
+    try:
+        yield
+    finally:
+        proxy.delete_slot_route(SLOT)
+        server.shutdown()
+        path.write_text(original)
+
+
+@pytest.fixture(scope="module")
+def synced_pool(stack: dict[str, Any], airflow_api: AirflowAPI) -> dict[str, Any]:
+    """``faye pool sync`` sizes the pool from the catalogue and makes it count deferred tasks."""
+    env = {**stack_env(), "FAYE_AIRFLOW_URL": stack["airflow_url"], "FAYE_AIRFLOW_USER": "faye"}
+    env["FAYE_AIRFLOW_PASSWORD"] = stack["airflow_password"]
+    env["AIRFLOW__FAYE__CATALOGUE"] = stack["catalogue"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "faye_plugin.cli.main", "pool", "sync"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    pool = dict(airflow_api.get("pools/faye_test_servers"))
+    assert pool["slots"] == len(stack["test_docker_urls"]) and pool["include_deferred"] is True
+    return pool
+
+
+def _trigger(api: AirflowAPI, dag_id: str, conf: dict[str, Any], name: str, offset: int = 0) -> str:
+    """Trigger with ``logical_date`` = now (+offset µs): FIFO order among pooled test tasks."""
+    run_id = f"{name}-{uuid.uuid4().hex[:8]}"
+    logical = datetime.now(UTC) + timedelta(microseconds=offset)
+    body = {"dag_run_id": run_id, "logical_date": logical.isoformat(), "conf": conf}
+    resp = api.session.post(f"{api.url}/api/v2/dags/{dag_id}/dagRuns", json=body, timeout=10)
+    assert resp.status_code == 200, resp.text
+    return run_id
+
+
+def _log_text(api: AirflowAPI, dag_id: str, run_id: str, task_id: str) -> str:
+    data = api.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/1")
+    return "\n".join(str(e.get("event", "")) for e in data["content"] if isinstance(e, dict))
+
+
+def _xcom(api: AirflowAPI, dag_id: str, run_id: str, task_id: str, key: str) -> Any:
+    path = f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+    return api.get(path, deserialize="true", stringify="false")["value"]
+
+
+def _git(repo: str, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t"}
+    env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    return subprocess.run(
+        ["git", "-C", repo, *args], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _slow_commit(repo: str) -> str:
+    """A commit (on its own branch) whose build prints ticks a second apart: a build that takes time."""
+    work = Path(repo).parent / f"slow-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["git", "clone", "-q", repo, str(work)], check=True)
+    dockerfile = (
+        (work / "Dockerfile")
+        .read_text()
+        .replace(
+            "COPY serve.sh", 'RUN for i in 1 2 3 4; do echo "faye-slow-tick $i"; sleep 1; done\nCOPY serve.sh'
+        )
+    )
+    (work / "Dockerfile").write_text(dockerfile + f"# {uuid.uuid4().hex}\n")
+    _git(str(work), "commit", "-qam", "slow build")
+    sha = _git(str(work), "rev-parse", "HEAD")
+    _git(str(work), "push", "-q", "origin", f"HEAD:refs/heads/{work.name}")
+    return sha
+
+
+def test_builds_push_an_image_stream_live_and_fail_with_the_builders_message(
+    stack: dict[str, Any], airflow_api: AirflowAPI, stack_connections: dict[str, str]
+) -> None:
+    from faye_plugin.hooks.registry import RegistryHook
+
+    repo = stack["sample_repo"]
+    main_sha, broken_sha = _git(repo, "rev-parse", "main"), _git(repo, "rev-parse", "broken")
+    slow_sha = _slow_commit(repo)
+    base = {"service": "hello", "pr": 4}
+    good = _trigger(airflow_api, "faye_build", {**base, "git_sha": main_sha}, "build-main")
+    broken = _trigger(airflow_api, "faye_build", {**base, "git_sha": broken_sha}, "build-broken")
+    slow = _trigger(airflow_api, "faye_build", {**base, "git_sha": slow_sha}, "build-slow")
+
+    # `faye logs --follow` shows build output while build_image still runs
+    env = {**stack_env(), "FAYE_AIRFLOW_URL": stack["airflow_url"], "FAYE_AIRFLOW_USER": "faye"}
+    env["FAYE_AIRFLOW_PASSWORD"] = stack["airflow_password"]
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "faye_plugin.cli.main", "logs", slow, "--follow", "--interval", "0.3"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen_running: str | None = None
+    lines: list[str] = []
+    assert follower.stdout is not None
+    for line in follower.stdout:
+        lines.append(line.rstrip())
+        if seen_running is None and "[build.build_image] faye-slow-tick" in line:
+            tis = airflow_api.task_instances("faye_build", slow)
+            seen_running = tis["build.build_image"]["state"]
+    assert follower.wait(timeout=60) == 0, follower.stderr.read() if follower.stderr else ""
+    assert seen_running == "running", lines[-20:]
+    order = [ln.split("]")[0] + "]" for ln in lines]
+    assert order.index("[validate]") < order.index("[build.build_image]") < order.index("[build.push_image]")
+    assert any(ln.startswith("[build.push_image] pushed ") for ln in lines)
+
+    # the build of main pushed an image the registry serves, by the digest the group hands on
+    assert airflow_api.wait_run("faye_build", good, timeout=180)["state"] == "success"
+    pushed = _xcom(airflow_api, "faye_build", good, "build.push_image", "return_value")
+    repository = f"{stack['registry_host']}/hello"
+    served = RegistryHook("faye_registry").get_manifest_digest(repository, main_sha)
+    assert served is not None and pushed == {
+        "image": f"{repository}@{served}",
+        "digest": served,
+        "tag": f"{repository}:{main_sha}",
+    }
+
+    # a broken Dockerfile fails build_image with the builder's own words, and nothing is pushed
+    assert airflow_api.wait_run("faye_build", broken, timeout=180)["state"] == "failed"
+    tis = airflow_api.task_instances("faye_build", broken)
+    assert tis["build.build_image"]["state"] == "failed"
+    assert tis["build.push_image"]["state"] == "upstream_failed"
+    text = _log_text(airflow_api, "faye_build", broken, "build.build_image")
+    assert "build failed:" in text and "missing-file" in text
+    assert RegistryHook("faye_registry").get_manifest_digest(repository, broken_sha) is None
+
+
+@pytest.mark.usefixtures("test_services", "synced_pool")
+def test_a_failing_test_command_fails_the_group(airflow_api: AirflowAPI) -> None:
+    conf = {"service": "failing", "pr": 7, "git_sha": "a" * 40, "slot": SLOT}
+    run_id = _trigger(airflow_api, "faye_test", conf, "fail")
+    assert airflow_api.wait_run("faye_test", run_id, timeout=180)["state"] == "failed"
+    tis = airflow_api.task_instances("faye_test", run_id)
+    assert tis["test.wait_for_preview"]["state"] == "success"
+    assert tis["test.run_tests"]["state"] == "failed"
+    text = _log_text(airflow_api, "faye_test", run_id, "test.run_tests")
+    assert "failing on purpose" in text and "leased test server" in text and "released test server" in text
+
+
+def _max_overlap(intervals: list[tuple[float, float]]) -> int:
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    best = now = 0
+    for _, step in events:  # an end at the same instant as a start is counted first (-1 < 1)
+        now += step
+        best = max(best, now)
+    return best
+
+
+def _ts(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+@pytest.mark.usefixtures("test_services", "synced_pool")
+def test_four_test_runs_on_two_servers_never_share_a_server(
+    stack: dict[str, Any], airflow_api: AirflowAPI
+) -> None:
+    runs = [
+        _trigger(
+            airflow_api,
+            "faye_test",
+            {"service": "sleeper", "pr": 10 + i, "git_sha": "b" * 40, "slot": SLOT},
+            f"conc{i}",
+            offset=i,
+        )
+        for i in range(4)
+    ]
+    for run_id in runs:
+        assert airflow_api.wait_run("faye_test", run_id, timeout=240)["state"] == "success"
+    intervals, leases = [], []
+    for run_id in runs:
+        ti = airflow_api.task_instances("faye_test", run_id)["test.run_tests"]
+        assert ti["pool"] == "faye_test_servers"
+        intervals.append((_ts(ti["start_date"]), _ts(ti["end_date"])))
+        lease = _xcom(airflow_api, "faye_test", run_id, "test.run_tests", "lease")
+        assert lease["holder"].startswith(f"faye_test/{run_id}/test.run_tests/")
+        assert lease["released"] is not None and lease["acquired"] < lease["released"]
+        leases.append(lease)
+        text = _log_text(airflow_api, "faye_test", run_id, "test.run_tests")
+        assert f"tested sleeper pr {10 + runs.index(run_id)} at {'b' * 40}" in text
+    assert _max_overlap(intervals) <= len(stack["test_docker_urls"]) == 2
+    servers = {lease["server"] for lease in leases}
+    assert servers <= {"test-1", "test-2"}
+    for server in servers:
+        held = [(x["acquired"], x["released"]) for x in leases if x["server"] == server]
+        assert _max_overlap(held) == 1, f"{server} was leased twice at once: {held}"
+
+
+@pytest.mark.usefixtures("test_services", "synced_pool")
+def test_a_test_killed_mid_run_frees_its_server(stack: dict[str, Any], airflow_api: AirflowAPI) -> None:
+    from faye_plugin.catalogue import load_catalogue
+    from faye_plugin.hooks.test_servers import TestServerHook
+
+    servers = load_catalogue(Path(stack["catalogue"])).test_servers
+    run_id = _trigger(
+        airflow_api, "faye_test", {"service": "long", "pr": 9, "git_sha": "c" * 40, "slot": SLOT}, "kill"
+    )
+    held_on = None
+    deadline = time.monotonic() + 120
+    while held_on is None:
+        assert time.monotonic() < deadline, "the long test never took a lease"
+        for server in servers:
+            lease = TestServerHook(server).current_lease()
+            if lease and f"/{run_id}/" in lease.holder:
+                held_on = server
+        time.sleep(0.5)
+    assert "long test started" in _wait_log(airflow_api, run_id, "long test started")
+    resp = airflow_api.session.patch(
+        f"{airflow_api.url}/api/v2/dags/faye_test/dagRuns/{run_id}", json={"state": "failed"}, timeout=10
+    )
+    assert resp.status_code == 200, resp.text
+    hook = TestServerHook(held_on)
+    deadline = time.monotonic() + 60
+    while (lease := hook.current_lease()) is not None and f"/{run_id}/" in lease.holder:
+        assert time.monotonic() < deadline, f"{held_on.name} still leased to the killed run"
+        time.sleep(0.5)
+    left = hook.client.containers(all=True, filters={"label": "faye.test.holder"})
+    assert not [c for c in left if f"/{run_id}/" in c["Labels"].get("faye.test.holder", "")]
+    taken = hook.try_acquire("pytest/after-kill", 30)
+    assert taken is not None and taken.server == held_on.name
+    assert hook.release(taken)
+
+
+def _wait_log(api: AirflowAPI, run_id: str, needle: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            text = _log_text(api, "faye_test", run_id, "test.run_tests")
+        except requests.HTTPError:  # the log may not exist yet
+            text = ""
+        if needle in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.5)
