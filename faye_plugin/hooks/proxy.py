@@ -216,9 +216,19 @@ class ProxyHook(BaseHook):
     def _routes_path(self) -> str:
         return f"/config/apps/http/servers/{self.settings['server']}/routes"
 
-    def _count(self, slot: str) -> int:
-        routes = self._expect(self._request("GET", self._routes_path), 200).json() or []
-        return sum(1 for r in routes if isinstance(r, dict) and r.get("@id") == route_id(slot))
+    def _routes(self) -> list[Any] | None:
+        """The server's routes; None when the server has no ``routes`` key yet."""
+        routes = self._expect(self._request("GET", self._routes_path), 200).json()
+        return routes if isinstance(routes, list) else None
+
+    def _create(self, body: dict[str, Any], routes: list[Any] | None) -> None:
+        """Insert a route first (ahead of any catch-all); Caddy needs another verb for an empty list."""
+        if routes is None:
+            self._expect(self._request("PUT", self._routes_path, [body]), 200)
+        elif not routes:
+            self._expect(self._request("POST", self._routes_path, body), 200)
+        else:
+            self._expect(self._request("PUT", f"{self._routes_path}/0", body), 200)
 
     # --- API ----------------------------------------------------------------------------------------
 
@@ -244,7 +254,8 @@ class ProxyHook(BaseHook):
         """Create or replace the route of ``route.slot``; calling it twice leaves one route.
 
         Replace = PATCH ``/id/faye-slot-<slot>`` with the full object (``@id`` included, or Caddy drops
-        the id). Create = PUT at ``routes/0``, ahead of the catch-all fallback. Caddy 2.6 does not keep
+        the id). Create = PUT at ``routes/0``, ahead of the catch-all fallback (or, on a server with no
+        routes yet, PUT/POST of the list). Caddy 2.6 does not keep
         ``@id`` unique, so two racing creates could leave two routes: afterwards extras are deleted
         and the survivor is written once more, so the last writer wins and one route remains.
         """
@@ -255,18 +266,20 @@ class ProxyHook(BaseHook):
             )
         body = route_json(route)
         path = f"/id/{route_id(route.slot)}"
-        if self._request("GET", path).status_code == 404:
-            self._expect(self._request("PUT", f"{self._routes_path}/0", body), 200)
-        else:
+        routes = self._routes()
+        if any(isinstance(r, dict) and r.get("@id") == body["@id"] for r in routes or []):
             self._expect(self._request("PATCH", path, body), 200)
-        count = self._count(route.slot)
+        else:
+            self._create(body, routes)
+        routes = self._routes()
+        count = sum(1 for r in routes or [] if isinstance(r, dict) and r.get("@id") == body["@id"])
         if count > 1:
             self.log.warning("Slot %s has %d routes with one @id; removing the extras", route.slot, count)
             for _ in range(min(count - 1, MAX_DUPLICATES)):
                 self._expect(self._request("DELETE", path), 200)
             self._expect(self._request("PATCH", path, body), 200)
         elif count == 0:  # deleted between our write and the re-read: write it again
-            self._expect(self._request("PUT", f"{self._routes_path}/0", body), 200)
+            self._create(body, routes)
 
     def delete_slot_route(self, slot: str) -> bool:
         """Delete the route of ``slot`` (every copy); return True if something was removed."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import requests
+from registry_peers import free_port
 
 from faye_plugin.exceptions import InvalidRequestError, ProxyError
 from faye_plugin.hooks.proxy import ProxyHook, SlotRoute, route_id, route_json
@@ -184,5 +185,32 @@ def test_refusals_are_clear(stack: dict[str, Any], slot: str, monkeypatch: pytes
     wrong_server = use_proxy(monkeypatch, stack, server="no-such-server")
     ok, message = wrong_server.test_connection()
     assert not ok and "no-such-server" in message
-    with pytest.raises(ProxyError, match="HTTP 500"):
+    with pytest.raises(ProxyError, match=r"answered HTTP 4\d\d: .*no-such-server"):
         wrong_server.upsert_slot_route(make_route(wrong_server, slot, "http://127.0.0.1:1"))
+
+
+@pytest.mark.parametrize("routes", [None, []], ids=["no-routes-key", "empty-routes"])
+def test_first_route_on_a_server_without_routes(
+    stack: dict[str, Any],
+    upstream: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+    routes: list[Any] | None,
+) -> None:
+    """Caddy refuses PUT routes/0 when there is no route yet; the hook must still create the first one."""
+    server, port = f"h3tmp{uuid.uuid4().hex[:6]}", free_port()
+    admin = f"{stack['proxy_admin_url']}/config/apps/http/servers/{server}"
+    config: dict[str, Any] = {"listen": [f"127.0.0.1:{port}"], "automatic_https": {"disable": True}}
+    if routes is not None:
+        config["routes"] = routes
+    requests.put(admin, json=config, timeout=5).raise_for_status()
+    try:
+        hook = use_proxy(monkeypatch, stack, server=server)
+        route = make_route(hook, "a", upstream("first"))
+        hook.upsert_slot_route(route)
+        hook.upsert_slot_route(route)
+        assert [r["@id"] for r in requests.get(f"{admin}/routes", timeout=5).json()] == ["faye-slot-a"]
+        answer = requests.get(f"http://127.0.0.1:{port}/", headers={"Host": route.hostname}, timeout=10)
+        assert answer.text.startswith("first host=")
+        assert hook.delete_slot_route("a") is True
+    finally:
+        requests.delete(admin, timeout=5).raise_for_status()
