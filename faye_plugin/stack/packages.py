@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 from faye_plugin.exceptions import StackError
 
-# What the stack runs; apt pulls their own dependencies (conmon, netavark, ...).
+# What the stack runs; apt pulls their dependencies and recommends (conmon, catatonit, ...),
+# as in the set-up that was checked on these machines.
 STACK_PACKAGES = ("podman", "runc", "docker-registry", "caddy", "busybox-static", "git")
 
 
@@ -55,14 +56,14 @@ def ensure(packages: Sequence[str] = STACK_PACKAGES, *, update: bool = True) -> 
         )
     if os.geteuid() != 0:
         raise StackError(f"missing Debian packages: run `sudo apt-get install -y {' '.join(todo)}` once")
-    proc = _apt(["install", "-y", "--no-install-recommends", *todo])
+    proc = _apt(["install", "-y", *todo])
     if proc.returncode != 0 and update:
         _apt(["update"])
-        proc = _apt(["install", "-y", "--no-install-recommends", *todo])
+        proc = _apt(["install", "-y", *todo])
     if proc.returncode != 0:
         # Find which package is at fault, to name it.
         for name in todo:
-            one = proc if len(todo) == 1 else _apt(["install", "-y", "--no-install-recommends", name])
+            one = proc if len(todo) == 1 else _apt(["install", "-y", name])
             if one.returncode != 0:
                 raise StackError(
                     f"cannot install Debian package {name!r} ({_last_error(one)}): "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,14 @@ def test_each_docker_host_pings_and_runs_the_base_image(stack: dict[str, Any], w
     assert podman.ping(Path(url.removeprefix("unix://")))
     client = docker.DockerClient(base_url=url, timeout=60)
     try:
-        out = client.containers.run(podman.BASE_IMAGE, ["sh", "-c", "echo base-$((6*7))"], remove=True)
+        box = client.containers.run(podman.BASE_IMAGE, ["sh", "-c", "echo base-$((6*7))"], detach=True)
+        # podman 4.3's compat /wait answers ~20 s late: poll the state instead.
+        deadline = time.monotonic() + 60
+        while box.status not in ("exited", "stopped") and time.monotonic() < deadline:
+            time.sleep(0.1)
+            box.reload()
+        out = box.logs()
+        box.remove(force=True)
     finally:
         client.close()
     assert out.strip() == b"base-42"
