@@ -376,12 +376,13 @@ class Engine:
                        terminalCondition=condition("Ready", "CONDITION_RECONCILING"))
         if new_revision:
             service["latestCreatedRevision"] = f"{name}/revisions/{new_revision}"
+        public = service_wire(service)  # before anything is stored: a bad resource changes nothing
         if validate_only:
-            return operation(self._op_name(name), service_wire(service), SERVICE_TYPE, done=True)
+            return operation(self._op_name(name), public, SERVICE_TYPE, done=True)
         if new_revision:
             self.store.next_counter(name)
             self._add_revision(name, new_revision, dict(template, revision=new_revision), stamp)
-        op = operation(self._op_name(name), service_wire(service), SERVICE_TYPE, done=False)
+        op = operation(self._op_name(name), public, SERVICE_TYPE, done=False)
         self.store.services[name] = service
         self.store.operations[op["name"]] = op
         self.store.meta.setdefault(name, {}).setdefault("ops", []).append(op["name"])
@@ -472,6 +473,8 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> None:
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise v.bad(f"Invalid update mask path '{path}'.")
     if value is None:
         node.pop(parts[-1], None)
     else:

@@ -48,8 +48,9 @@ def parse_json_body(raw: bytes) -> Any:
         return {}
     try:
         return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise bad(f"Invalid JSON payload received. {err}.") from err
+    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = "Too deeply nested" if isinstance(err, RecursionError) else str(err)
+        raise bad(f"Invalid JSON payload received. {reason}.") from err
 
 
 def to_message_dict(body: Any, message_cls: type[Message], what: str) -> dict[str, Any]:
@@ -59,8 +60,8 @@ def to_message_dict(body: Any, message_cls: type[Message], what: str) -> dict[st
     message = message_cls()
     try:
         json_format.ParseDict(body, message, ignore_unknown_fields=False)
-    except json_format.ParseError as err:
-        raise bad(_parse_error_message(str(err), what)) from err
+    except (json_format.ParseError, RecursionError) as err:
+        raise bad(_parse_error_message(str(err) or "Too deeply nested", what)) from err
     return json_format.MessageToDict(message)
 
 
@@ -182,25 +183,46 @@ def check_tag(tag: str, service_id: str) -> None:
 
 
 def check_update_mask(mask: str) -> list[str]:
-    """Split an updateMask into camelCase paths; refuse paths the Service message lacks."""
+    """Split an updateMask into camelCase paths; refuse paths the Service message lacks or owns."""
     paths = []
-    json_names = {f.json_name: f for f in SERVICE_MSG.DESCRIPTOR.fields}
-    by_proto = {f.name: f.json_name for f in SERVICE_MSG.DESCRIPTOR.fields}
     for raw in filter(None, (p.strip() for p in mask.split(","))):
-        top = raw.split(".", 1)[0]
-        name = by_proto.get(top, top)
-        if name not in json_names:
-            raise bad(f"Invalid update mask path '{raw}': the field '{top}' does not exist in Service.")
-        if name in SERVICE_OUTPUT_ONLY or name == "name":
-            raise bad(f"Invalid update mask path '{raw}': the field '{top}' cannot be updated.")
-        rest = raw.split(".", 1)[1:] if "." in raw else []
-        paths.append(".".join([name, *(_camel(r) for r in rest)]))
+        parts = raw.split(".")
+        top = _field(SERVICE_MSG.DESCRIPTOR, parts[0])
+        if top is None:
+            raise bad(f"Invalid update mask path '{raw}': the field '{parts[0]}' does not exist in Service.")
+        if top.json_name in SERVICE_OUTPUT_ONLY or top.json_name == "name":
+            raise bad(f"Invalid update mask path '{raw}': the field '{parts[0]}' cannot be updated.")
+        paths.append(".".join(_walk(raw, parts)))
     return paths
 
 
-def _camel(path: str) -> str:
-    """Turn `a_b.c_d` into `aB.cD` (map keys such as label names are left as given)."""
-    return ".".join(re.sub(r"_([a-z])", lambda m: m.group(1).upper(), part) for part in path.split("."))
+def _field(descriptor: Any, part: str) -> Any:
+    """Find a field of a message descriptor by proto name or JSON name (None if there is none)."""
+    for field in descriptor.fields:
+        if part in (field.name, field.json_name):
+            return field
+    return None
+
+
+def _walk(raw: str, parts: list[str]) -> list[str]:
+    """Resolve a dotted mask path through the Service message; map keys pass through unchanged."""
+    descriptor = SERVICE_MSG.DESCRIPTOR
+    names: list[str] = []
+    for index, part in enumerate(parts):
+        field = _field(descriptor, part) if descriptor is not None else None
+        if field is None:
+            raise bad(f"Invalid update mask path '{raw}': '{part}' is not a field here.")
+        names.append(field.json_name)
+        last = index == len(parts) - 1
+        message = field.message_type
+        if message is not None and message.GetOptions().map_entry:
+            if len(parts) > index + 2:
+                raise bad(f"Invalid update mask path '{raw}': a map key ends the path.")
+            return names + parts[index + 1:]
+        if not last and (message is None or field.is_repeated):
+            raise bad(f"Invalid update mask path '{raw}': '{part}' has no sub-fields that can be masked.")
+        descriptor = message
+    return names
 
 
 def strip_output_only(service: dict[str, Any]) -> dict[str, Any]:

@@ -188,3 +188,29 @@ def test_stale_etag_through_the_client(emulator: Emulator, images: Images) -> No
     with pytest.raises(exceptions.Conflict, match="etag"):
         patch(client, service, "description")
     assert client.get_service(name=service.name).description == "first writer"
+
+
+GARBAGE = [
+    b"null", b'"a string"', b"123", b"\xff\xfe", b'{"template": null}', b'{"template": []}',
+    b'{"traffic": {}}', b'{"traffic": [null]}', b'{"traffic": [{"percent": "x"}]}',
+    b'{"traffic": [{"percent": 1e20}]}', b'{"traffic": [{"type": 7, "percent": 100}]}',
+    b'{"labels": {"a": 1}}', b'{"template": {"containers": [{"image": 5}]}}',
+    b'{"template": {"containers": [{"env": [{"name": "A"}]}]}}', b'{"generation": "many"}',
+    b'{"template": {"timeout": "forever"}}', b'[' * 2000 + b']' * 2000,
+]
+
+
+@pytest.mark.parametrize("mask", ["", "template,traffic", "traffic.percent", "template.bogus", "labels.a.b"])
+def test_garbage_never_breaks_the_server_or_the_service(emulator: Emulator, base: dict[str, Any],
+                                                        mask: str) -> None:
+    url = f"{emulator.url}/v2/{base['name']}"
+    for body in GARBAGE:
+        create = f"{emulator.url}/v2/{PARENT}/services"
+        for method, target, params in (("PATCH", url, {"updateMask": mask} if mask else {}),
+                                       ("POST", create, {"serviceId": "junk"})):
+            answer = requests.request(method, target, params=params, data=body, timeout=5)
+            assert 400 <= answer.status_code < 500, (body[:60], answer.text)
+            assert error_of(answer)["status"] in ("INVALID_ARGUMENT", "NOT_FOUND"), answer.text
+    after = requests.get(url, timeout=5).json()
+    assert (after["etag"], after["traffic"]) == (base["etag"], base["traffic"])
+    assert requests.get(f"{emulator.url}/v2/{PARENT}/services/junk", timeout=5).status_code == 404
