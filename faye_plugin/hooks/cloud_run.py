@@ -10,6 +10,7 @@ The pure preview model (limits, traffic rewrites, the previews annotation) lives
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -102,13 +103,27 @@ class CloudRunPreviewHook(GoogleBaseHook):
         *,
         operation_timeout: float = 300.0,
         retry_timeout: float = 60.0,
+        quota_project_id: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain, **kwargs)
+        # GoogleBaseHook.__init__ reads the connection at once. faye's hooks do no I/O before their
+        # first call (a trigger may build one inside the event loop; a DAG file may build one at
+        # parse time), so set the attributes it sets and read the connection on first use: `extras`.
+        super(GoogleBaseHook, self).__init__(**kwargs)
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = impersonation_chain
+        self.quota_project_id = quota_project_id
+        self._cached_credentials = None
+        self._cached_project_id = None
         self.operation_timeout = operation_timeout
         self.retry_timeout = retry_timeout
         self._services: run_v2.ServicesClient | None = None
         self._revisions: run_v2.RevisionsClient | None = None
+
+    @functools.cached_property
+    def extras(self) -> dict[str, Any]:  # type: ignore[override]
+        """The connection's extras, read on first use (GoogleBaseHook reads them in ``__init__``)."""
+        return dict(self.get_connection(self.gcp_conn_id).extra_dejson)
 
     # --- clients ------------------------------------------------------------------------------------
 
