@@ -153,7 +153,14 @@ class TestServerHook:
         (a retried or resumed task instance asks again).
         """
         for _ in range(2):
+            current = self.current_lease()  # a cheap look first: a create on a taken name is slow
             now = time.time()
+            if current is not None:
+                if current.holder != holder and not current.expired(now):
+                    return None
+                self._remove(current.container_id)
+                if current.holder != holder:
+                    self.remove_test_containers(current.holder)
             labels = lease_labels(holder, now, ttl_seconds)
             try:
                 created = self.client.create_container(
@@ -162,15 +169,8 @@ class TestServerHook:
             except APIError as err:
                 if not _name_taken(err):
                     raise
-            else:
-                return lease_from_labels(self.server.name, created["Id"], labels)
-            current = self.current_lease()
-            if current is None:
-                continue  # released between our create and our look: try once more
-            if current.holder != holder and not current.expired(now):
-                return None
-            self._remove(current.container_id)
-            self.remove_test_containers(current.holder)
+                continue  # someone else created it between our look and our create: look again
+            return lease_from_labels(self.server.name, created["Id"], labels)
         return None
 
     def release(self, lease: Lease) -> bool:

@@ -344,3 +344,34 @@ def _wait_log(api: AirflowAPI, run_id: str, needle: str, timeout: float = 60) ->
         if needle in text or time.monotonic() > deadline:
             return text
         time.sleep(0.5)
+
+
+def test_leases_are_exclusive_under_a_race_and_an_expired_one_is_taken_over(
+    stack: dict[str, Any],
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from faye_plugin.catalogue import load_catalogue
+    from faye_plugin.hooks.test_servers import TestServerHook, acquire_any
+
+    servers = load_catalogue(Path(stack["catalogue"])).test_servers
+    hook = TestServerHook(servers[0])
+    assert hook.current_lease() is None, "a lease was left behind by an earlier test"
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(lambda i: TestServerHook(servers[0]).try_acquire(f"racer-{i}", 60), range(6)))
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    current = hook.current_lease()
+    assert current is not None and current.holder == winners[0].holder
+    # a holder that is not the owner cannot release it; the owner can
+    stranger = type(winners[0])(**{**winners[0].to_dict(), "container_id": "0" * 64})
+    assert not hook.release(stranger) and hook.current_lease() is not None
+    assert hook.release(winners[0]) and hook.current_lease() is None
+    # a lease that outlives its holder expires and is taken over, by one taker only
+    dead = hook.try_acquire("killed-holder", 0.5)
+    assert dead is not None and hook.try_acquire("early", 60) is None
+    time.sleep(0.6)
+    first = acquire_any(servers[:1], "taker", 60)
+    assert first is not None and first[1].holder == "taker"
+    assert acquire_any(servers[:1], "second-taker", 60) is None
+    assert hook.release(first[1])
