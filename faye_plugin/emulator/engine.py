@@ -227,6 +227,13 @@ class Engine:
         with self.store.lock:
             for name in list(self.store.services):
                 self._reconcile(name)
+            if self.runtime is not None:  # revisions cut off mid-start: finish them so they get a state
+                keep = self.keep_set()
+                for full, meta in self.store.meta.items():
+                    if meta.get("state") == STARTING and full not in keep and full in self.store.revisions:
+                        service_name, _, revision_id = full.partition("/revisions/")
+                        service_id = split_service(service_name)[2]
+                        self.runtime.start(full, service_id, revision_id, meta["template"])
             self.store.save()
 
     def keep_set(self) -> set[str]:

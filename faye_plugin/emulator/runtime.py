@@ -73,6 +73,7 @@ class Runtime:
         self._ports: dict[str, int] = {}
         self._busy: set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="revision")
+        self._closing = threading.Event()
 
     @property
     def client(self) -> docker.DockerClient:
@@ -118,7 +119,8 @@ class Runtime:
                 self._remove_container(container)
 
     def close(self) -> None:
-        """Stop accepting work (containers keep running; a restart adopts them)."""
+        """Stop accepting work and abandon probes (containers keep running; a restart adopts them)."""
+        self._closing.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- background jobs -------------------------------------------------------------------------------
@@ -138,6 +140,8 @@ class Runtime:
                 port = free_port(set(self._ports.values()))
             container = self._run(revision, service_id, revision_id, template, port)
             ok = self._probe(container, port)
+            if self._closing.is_set():
+                return  # shutting down: record nothing, the next start adopts or restarts it
             if not ok:
                 self._remove_container(container)
             self._finish(revision, ok, "" if ok else not_ready_message(revision_id, port), port)
@@ -184,7 +188,7 @@ class Runtime:
 
     def _probe(self, container: Container, port: int) -> bool:
         deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._closing.is_set():
             if port_answers(port):
                 return True
             container.reload()
