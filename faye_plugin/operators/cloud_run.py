@@ -135,6 +135,11 @@ class DeployPreviewOperator(BaseOperator):
     :param expires: the expiry (epoch seconds) ``extend_expiry`` set (templated).
     :param deferrable: wait for the operation in the triggerer; None: ``[faye] deploy_deferrable``.
     :param poll_interval: seconds between operation polls.
+    :param defer_after: seconds to poll in the worker before deferring. A short operation (the local
+        emulator's) then never defers: a trigger that fires within a second of the deferral can race
+        the scheduler's handling of the deferral itself (seen on a loaded machine: the resumed task was
+        failed by the late "executor reported success" event), and a round trip through the triggerer
+        costs more than it saves for a wait that short.
     """
 
     template_fields: Sequence[str] = ("service", "pr", "git_sha", "slot", "image", "env", "expires")
@@ -152,6 +157,7 @@ class DeployPreviewOperator(BaseOperator):
         expires: int | str | None = None,
         deferrable: bool | None = None,
         poll_interval: float = 1.0,
+        defer_after: float = 15.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -164,6 +170,7 @@ class DeployPreviewOperator(BaseOperator):
         self.expires = expires
         self.deferrable = deferrable
         self.poll_interval = poll_interval
+        self.defer_after = defer_after
 
     # --- planning -----------------------------------------------------------------------------------
 
@@ -251,6 +258,10 @@ class DeployPreviewOperator(BaseOperator):
             "Deploying revision %s of %s under tag %s (operation %s)", revision, spec.name, tag, operation
         )
         state = hook.get_operation(operation)
+        started = time.monotonic()
+        while not state["done"] and time.monotonic() - started < self.defer_after:
+            time.sleep(min(self.poll_interval, 0.5))
+            state = hook.get_operation(operation)
         if not state["done"]:
             deferrable = deploy_deferrable() if self.deferrable is None else self.deferrable
             if deferrable:
@@ -260,7 +271,7 @@ class DeployPreviewOperator(BaseOperator):
                     trigger=CloudRunOperationTrigger(
                         operation=operation,
                         gcp_conn_id=spec.cloud_run.gcp_conn_id,
-                        poll_interval=self.poll_interval,
+                        poll_interval=max(self.poll_interval, 2.0),
                     ),
                     method_name="execute_complete",
                     kwargs={"revision": revision, "operation": operation},

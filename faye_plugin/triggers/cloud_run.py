@@ -55,6 +55,9 @@ class CloudRunOperationTrigger(BaseTrigger):
         deadline = time.monotonic() + self.timeout
         polls = 0
         while True:
+            # Sleep first: the operator polled just before deferring, and an event fired at once can
+            # race the scheduler's handling of the deferral.
+            await asyncio.sleep(self.poll_interval)
             polls += 1
             try:
                 state = await asyncio.to_thread(hook.get_operation, self.operation)
@@ -89,4 +92,3 @@ class CloudRunOperationTrigger(BaseTrigger):
                     }
                 )
                 return
-            await asyncio.sleep(self.poll_interval)

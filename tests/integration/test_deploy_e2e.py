@@ -1,0 +1,238 @@
+"""faye_deploy and faye_cleanup end to end, through Airflow's REST API, on the real local stack.
+
+Every check reads the real peers back: the run's task states and XComs (Airflow), the service and
+its revisions (the Cloud Run emulator, through the official client), the routes (Caddy's admin API)
+and the preview's answer through the proxy. The module uses PRs 501-503 of the catalogue's ``hello``
+so it shares the stack with other modules without touching their previews.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from conftest import AirflowAPI
+
+pytestmark = pytest.mark.integration
+
+SERVICE = "hello"
+PR_MAIN, PR_EXPIRING, PR_OTHER = 501, 502, 503
+
+
+def _env_from_sh(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export ") and "=" in line:
+            key, _, value = line.removeprefix("export ").partition("=")
+            out[key] = shlex.split(value)[0] if value else ""
+    return out
+
+
+@pytest.fixture(scope="module")
+def peers(stack: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The stack's connections and catalogue in this process, and hooks built on them."""
+    env = {k: v for k, v in _env_from_sh(Path(stack["env_sh"])).items() if k.startswith("AIRFLOW_CONN_")}
+    env["AIRFLOW__FAYE__CATALOGUE"] = stack["catalogue"]
+    mp = pytest.MonkeyPatch()
+    for key, value in env.items():
+        mp.setenv(key, value)
+    from faye_plugin.catalogue import load_catalogue
+    from faye_plugin.hooks.cloud_run import CloudRunPreviewHook
+    from faye_plugin.hooks.proxy import ProxyHook
+
+    spec = load_catalogue().service(SERVICE)
+    yield {
+        "spec": spec,
+        "cloud_run": CloudRunPreviewHook(gcp_conn_id=spec.cloud_run.gcp_conn_id),
+        "proxy": ProxyHook(proxy_conn_id=spec.proxy_conn_id),
+    }
+    mp.undo()
+
+
+def _sha(stack: dict[str, Any], ref: str = "HEAD") -> str:
+    return subprocess.run(
+        ["git", "-C", stack["sample_repo"], "rev-parse", ref], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _deploy(api: AirflowAPI, conf: dict[str, Any], timeout: float = 420) -> tuple[dict[str, Any], dict]:
+    run = api.trigger("faye_deploy", conf)
+    done = api.wait_run("faye_deploy", run["dag_run_id"], timeout=timeout)
+    return done, api.task_instances("faye_deploy", run["dag_run_id"])
+
+
+def _xcom(api: AirflowAPI, run_id: str, task_id: str) -> Any:
+    path = f"dags/faye_deploy/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
+    return api.get(path)["value"]
+
+
+def _log_text(api: AirflowAPI, dag_id: str, run_id: str, task_id: str) -> str:
+    return json.dumps(api.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/1"))
+
+
+def _service(peers: dict[str, Any]) -> Any:
+    target = peers["spec"].cloud_run
+    return peers["cloud_run"].get_service(
+        project=target.project, region=target.region, service=target.service
+    )
+
+
+def _revision_names(peers: dict[str, Any]) -> set[str]:
+    target = peers["spec"].cloud_run
+    revisions = peers["cloud_run"].list_revisions(
+        project=target.project, region=target.region, service=target.service
+    )
+    return {r.name.rsplit("/", 1)[-1] for r in revisions}
+
+
+def _through_proxy(stack: dict[str, Any], slot_url: str) -> requests.Response:
+    host = slot_url.split("://", 1)[1].split("/", 1)[0]
+    return requests.get(stack["proxy_url"], headers={"Host": host}, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def first_deploy(stack: dict[str, Any], airflow_api: AirflowAPI, peers: dict[str, Any]) -> dict[str, Any]:
+    sha = _sha(stack)
+    run, tis = _deploy(airflow_api, {"service": SERVICE, "pr": PR_MAIN, "git_sha": sha})
+    assert run["state"] == "success", {k: v["state"] for k, v in tis.items()}
+    return {
+        "sha": sha,
+        "run": run,
+        "tis": tis,
+        "outcome": _xcom(airflow_api, run["dag_run_id"], "preview_url"),
+    }
+
+
+def test_first_deploy_answers_with_its_sha(stack, airflow_api, peers, first_deploy) -> None:
+    outcome, sha = first_deploy["outcome"], first_deploy["sha"]
+    assert outcome["tag"] == f"pr-{PR_MAIN}" and outcome["sha"] == sha
+    answer = _through_proxy(stack, outcome["slot_url"])
+    assert answer.status_code == 200 and sha in answer.text
+    assert answer.headers["X-Faye-Revision"] == outcome["revision"]
+    # the revision is recorded on Cloud Run, with its labels, and the tag's expiry in the annotation
+    target = peers["spec"].cloud_run
+    revision = peers["cloud_run"].get_revision(
+        f"projects/{target.project}/locations/{target.region}/services/{target.service}"
+        f"/revisions/{outcome['revision']}"
+    )
+    assert revision is not None
+    assert revision.labels["faye-pr"] == str(PR_MAIN) and revision.labels["faye-sha"] == sha
+    from faye_plugin.hooks.cloud_run import read_previews
+
+    record = read_previews(_service(peers))[f"pr-{PR_MAIN}"]
+    assert record.expires > time.time() and record.slot == outcome["slot"]
+    assert record.revision == outcome["revision"]
+
+
+def test_same_sha_again_is_a_noop(stack, airflow_api, peers, first_deploy) -> None:
+    before = _revision_names(peers)
+    run, tis = _deploy(airflow_api, {"service": SERVICE, "pr": PR_MAIN, "git_sha": first_deploy["sha"]})
+    assert run["state"] == "success"
+    assert tis["build.build_image"]["state"] == "skipped"
+    assert tis["build.push_image"]["state"] == "skipped"
+    assert tis["deploy_revision"]["state"] == "skipped"
+    outcome = _xcom(airflow_api, run["dag_run_id"], "preview_url")
+    assert outcome["noop"] is True
+    assert outcome["url"] == first_deploy["outcome"]["url"]
+    assert outcome["slot_url"] == first_deploy["outcome"]["slot_url"]
+    assert outcome["revision"] == first_deploy["outcome"]["revision"]
+    assert _revision_names(peers) == before
+
+
+def test_new_sha_creates_a_revision_and_the_proxy_follows(stack, airflow_api, peers, first_deploy) -> None:
+    older = _sha(stack, "HEAD~1")
+    assert older != first_deploy["sha"]
+    before = _revision_names(peers)
+    run, tis = _deploy(airflow_api, {"service": SERVICE, "pr": PR_MAIN, "git_sha": older})
+    assert run["state"] == "success", {k: v["state"] for k, v in tis.items()}
+    outcome = _xcom(airflow_api, run["dag_run_id"], "preview_url")
+    assert outcome["revision"] not in before
+    assert outcome["revision"] in _revision_names(peers)
+    assert outcome["slot_url"] == first_deploy["outcome"]["slot_url"]
+    answer = _through_proxy(stack, outcome["slot_url"])
+    assert older in answer.text and first_deploy["sha"] not in answer.text
+    assert answer.headers["X-Faye-Sha"] == older
+
+
+def test_invalid_conf_is_refused_with_400(stack, airflow_api) -> None:
+    before = airflow_api.get("dags/faye_deploy/dagRuns", limit=1)["total_entries"]
+    for conf, field in [
+        ({"service": SERVICE, "pr": 0, "git_sha": "a" * 40}, "pr"),
+        ({"service": SERVICE, "pr": 1, "git_sha": "not-a-sha"}, "git_sha"),
+        ({"service": SERVICE, "pr": 1, "git_sha": "a" * 40, "ttl_hours": 100000}, "ttl_hours"),
+    ]:
+        resp = airflow_api.session.post(
+            f"{airflow_api.url}/api/v2/dags/faye_deploy/dagRuns",
+            json={"logical_date": None, "conf": conf},
+            timeout=10,
+        )
+        assert resp.status_code == 400, resp.text
+        assert f"param {field}" in resp.json()["detail"]
+    assert airflow_api.get("dags/faye_deploy/dagRuns", limit=1)["total_entries"] == before
+
+
+def test_unknown_service_or_slot_fails_at_once(stack, airflow_api) -> None:
+    sha = _sha(stack)
+    runs = {
+        "unknown service 'nosuch'": airflow_api.trigger(
+            "faye_deploy", {"service": "nosuch", "pr": PR_OTHER, "git_sha": sha}
+        ),
+        "unknown slot 'zz'": airflow_api.trigger(
+            "faye_deploy", {"service": SERVICE, "pr": PR_OTHER, "git_sha": sha, "slot": "zz"}
+        ),
+    }
+    for message, run in runs.items():
+        done = airflow_api.wait_run("faye_deploy", run["dag_run_id"], timeout=240)
+        assert done["state"] == "failed"
+        tis = airflow_api.task_instances("faye_deploy", run["dag_run_id"])
+        assert tis["get_cloud_run_config"]["state"] == "failed"
+        assert tis["extend_expiry"]["state"] == "upstream_failed"
+        assert message in _log_text(airflow_api, "faye_deploy", run["dag_run_id"], "get_cloud_run_config")
+
+
+def test_cleanup_removes_expired_and_keeps_live_and_pinned(stack, airflow_api, peers, first_deploy) -> None:
+    from faye_plugin.hooks.cloud_run import read_previews, tags, write_previews
+
+    run, tis = _deploy(airflow_api, {"service": SERVICE, "pr": PR_EXPIRING, "git_sha": first_deploy["sha"]})
+    assert run["state"] == "success", {k: v["state"] for k, v in tis.items()}
+    expiring = _xcom(airflow_api, run["dag_run_id"], "preview_url")
+    target = peers["spec"].cloud_run
+
+    def set_record(tag: str, **changes: Any) -> None:
+        from dataclasses import replace
+
+        def change(service: Any) -> tuple[Any, list[str]]:
+            previews = read_previews(service)
+            previews[tag] = replace(previews[tag], **changes)
+            write_previews(service, previews)
+            return service, ["annotations"]
+
+        peers["cloud_run"].modify_service(
+            project=target.project, region=target.region, service=target.service, change=change
+        )
+
+    set_record(f"pr-{PR_EXPIRING}", expires=int(time.time()) - 60)
+    for attempt in range(2):  # safe twice in a row
+        cleanup = airflow_api.trigger("faye_cleanup", {})
+        assert airflow_api.wait_run("faye_cleanup", cleanup["dag_run_id"], timeout=240)["state"] == "success"
+        service = _service(peers)
+        assert f"pr-{PR_EXPIRING}" not in tags(service), f"attempt {attempt}"
+        assert f"pr-{PR_EXPIRING}" not in read_previews(service)
+        assert peers["proxy"].get_slot_route(expiring["slot"]) is None
+        assert f"pr-{PR_MAIN}" in tags(service)
+        assert _through_proxy(stack, first_deploy["outcome"]["slot_url"]).status_code == 200
+
+    # pinned: kept past its expiry
+    set_record(f"pr-{PR_MAIN}", expires=int(time.time()) - 60, pinned=True)
+    cleanup = airflow_api.trigger("faye_cleanup", {})
+    assert airflow_api.wait_run("faye_cleanup", cleanup["dag_run_id"], timeout=240)["state"] == "success"
+    assert f"pr-{PR_MAIN}" in tags(_service(peers))
+    assert _through_proxy(stack, first_deploy["outcome"]["slot_url"]).status_code == 200
+    set_record(f"pr-{PR_MAIN}", expires=int(time.time()) + 3600, pinned=False)
