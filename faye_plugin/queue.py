@@ -525,6 +525,11 @@ def waiting_for(
                 and in_critical_section(others_tis.get(other.run_id, ()))
             ):
                 return f"a running deploy of PR {run.pr} ({other.run_id})"
+    if any(
+        ti.pool == TEST_SERVERS_POOL and ti.state in {"scheduled", "queued", "deferred", "up_for_reschedule"}
+        for ti in tis
+    ):
+        return "a test server"
     if step is None:
         return ""
     if step.task_id.endswith("release_slot") and step.state in {

@@ -197,12 +197,18 @@ class StillNewestSensor(BaseSensorOperator):
 
         slot = str(self.slot) if self.slot not in (None, "", "None") else None
         routes = [] if slot is None else self._routes(spec.proxy_conn_id)
-        writing: set[str] = set()
+        writing: dict[str, RunInfo] = {}
         if slot is not None:  # runs of other PRs of this service inside their writes: their claims stand
             others = [r for r in runs if r.service == me.service and r.pr != me.pr]
             for run in others:
                 if in_critical_section(client.task_instances(run.dag_id, run.run_id)):
-                    writing.add(run.run_id)
+                    writing[run.run_id] = run
+        if service is None and slot is not None:
+            # No service yet, so no annotation to claim a slot on: the first deploy creates the service.
+            # First deploys of one service go one at a time, oldest first (no deadlock: the newer waits).
+            first = [r for r in writing.values() if r.order_key < me.order_key]
+            if first:
+                return self._wait(client, me, f"the first deploy of {spec.name} ({first[0].run_id})")
         outcome: dict[str, Any] = {}
 
         def claim(current: Any) -> tuple[Any, list[str]] | None:
@@ -223,7 +229,7 @@ class StillNewestSensor(BaseSensorOperator):
                 tag=tag,
                 slot=slot,
                 now=now,
-                writing=writing,
+                writing=set(writing),
                 outcome=outcome,
             ):
                 return None
