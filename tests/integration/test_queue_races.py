@@ -1,0 +1,256 @@
+"""Issue 6's races on the real local stack, through Airflow's REST API; ``faye doctor`` after each.
+
+- two deploys of one PR with different shas, back to back: the newer sha is live, the older run ends
+  failed with the note ``superseded by <newer run>``;
+- two PRs racing for the last free slot of a service: exactly one holds it, the other waits (shown
+  by ``faye queue`` and the run note) and, once the policy says ``fail``, fails naming the holders;
+  Cloud Run tags, slot claims and proxy routes agree afterwards;
+- a cleanup running during a deploy leaves the deploy's tag, and ``faye queue`` shows that deploy
+  waiting for a test server while both servers are leased.
+
+PRs 601-613 (``hello``) and the catalogue service ``queue-race`` (added here, its own slots) keep these
+runs apart from other modules' previews.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from conftest import AirflowAPI, faye
+
+pytestmark = pytest.mark.integration
+
+DEPLOY = "faye_deploy"
+RACE_SERVICE = "queue-race"
+RACE_SLOTS = ["rq1", "rq2"]
+
+
+def _env_from_sh(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export ") and "=" in line:
+            key, _, value = line.removeprefix("export ").partition("=")
+            out[key] = shlex.split(value)[0] if value else ""
+    return out
+
+
+@pytest.fixture(scope="module")
+def cli_env(stack: dict[str, Any]) -> Iterator[None]:
+    """The stack's connections, catalogue and REST credentials in this process (for the CLI and hooks)."""
+    env = {k: v for k, v in _env_from_sh(Path(stack["env_sh"])).items() if k.startswith("AIRFLOW_CONN_")}
+    env["AIRFLOW__FAYE__CATALOGUE"] = stack["catalogue"]
+    env["FAYE_AIRFLOW_URL"] = stack["airflow_url"]
+    env["FAYE_AIRFLOW_USER"] = stack["airflow_username"]
+    env["FAYE_AIRFLOW_PASSWORD"] = stack["airflow_password"]
+    mp = pytest.MonkeyPatch()
+    for key, value in env.items():
+        mp.setenv(key, value)
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def shas(stack: dict[str, Any]) -> list[str]:
+    """The sample repository's commits, newest first (at least two)."""
+    out = subprocess.run(
+        ["git", "-C", stack["sample_repo"], "log", "--format=%H"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert len(out) >= 2, "the sample repository needs two commits"
+    return out
+
+
+def doctor() -> list[str]:
+    proc = faye("doctor", "--json", check=False, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["consistent"] is (proc.returncode == 0)
+    return list(report["problems"])
+
+
+def queue_rows() -> list[dict[str, Any]]:
+    proc = faye("queue", "--json", check=False, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return list(json.loads(proc.stdout))
+
+
+def through_proxy(stack: dict[str, Any], slot: str) -> str:
+    return requests.get(stack["proxy_url"], headers={"Host": f"{slot}.preview.localhost"}, timeout=10).text
+
+
+def routed_slot(api: AirflowAPI, run_id: str) -> str:
+    value = api.get(
+        f"dags/{DEPLOY}/dagRuns/{run_id}/taskInstances/update_proxy/xcomEntries/return_value",
+        deserialize=True,
+    )["value"]
+    return str(value["slot"])
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 300, every: float = 2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what} after {timeout:.0f} s")
+        time.sleep(every)
+
+
+def states(api: AirflowAPI, run_id: str) -> dict[str, str | None]:
+    return {k: v["state"] for k, v in api.task_instances(DEPLOY, run_id).items()}
+
+
+def assert_consistent() -> None:
+    problems = doctor()
+    assert problems == [], "faye doctor found disagreements:\n" + "\n".join(problems)
+
+
+# ------------------------------------------------------------------------------------------------ races
+
+
+def test_a_newer_push_supersedes_the_older_deploy_of_the_same_pr(
+    stack: dict[str, Any], airflow_api: AirflowAPI, cli_env: None, shas: list[str]
+) -> None:
+    pr = 601
+    older = airflow_api.trigger(DEPLOY, {"service": "hello", "pr": pr, "git_sha": shas[1]})
+    newer = airflow_api.trigger(DEPLOY, {"service": "hello", "pr": pr, "git_sha": shas[0]})
+    old_run = airflow_api.wait_run(DEPLOY, older["dag_run_id"], timeout=600)
+    new_run = airflow_api.wait_run(DEPLOY, newer["dag_run_id"], timeout=600)
+
+    assert new_run["state"] == "success"
+    assert old_run["state"] == "failed"
+    assert (old_run["note"] or "").startswith(f"superseded by {newer['dag_run_id']}")
+    old_states = states(airflow_api, older["dag_run_id"])
+    assert old_states.get("release_slot") in (None, "skipped", "upstream_failed"), old_states
+    assert old_states.get("deploy_revision") in (None, "skipped", "upstream_failed"), old_states
+
+    page = through_proxy(stack, routed_slot(airflow_api, newer["dag_run_id"]))
+    assert shas[0] in page and shas[1] not in page
+    assert_consistent()
+
+
+@pytest.fixture
+def race_catalogue(stack: dict[str, Any], cli_env: None) -> Iterator[Path]:
+    """Add the service ``queue-race`` (hello's image and source, its own Cloud Run service and slots).
+
+    The service stays (its previews stay consistent for later doctor runs); the policy is restored.
+    """
+    path = Path(stack["catalogue"])
+    data = yaml.safe_load(path.read_text())
+    policy = data.setdefault("defaults", {}).get("slot_policy", "evict-oldest")
+    race = json.loads(json.dumps(data["services"]["hello"]))
+    race["cloud_run"]["service"] = RACE_SERVICE
+    race["slots"] = list(RACE_SLOTS)
+    data["services"][RACE_SERVICE] = race
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    yield path
+    data = yaml.safe_load(path.read_text())
+    data["defaults"]["slot_policy"] = policy
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def set_policy(path: Path, policy: str) -> None:
+    data = yaml.safe_load(path.read_text())
+    data["defaults"]["slot_policy"] = policy
+    time.sleep(1.1)  # the catalogue cache is keyed on the file's modification time
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_two_prs_racing_for_the_last_free_slot_end_with_one_holder(
+    stack: dict[str, Any], airflow_api: AirflowAPI, race_catalogue: Path, shas: list[str]
+) -> None:
+    conf = {"service": RACE_SERVICE, "git_sha": shas[0]}
+    first = airflow_api.trigger(DEPLOY, {**conf, "pr": 611})
+    assert airflow_api.wait_run(DEPLOY, first["dag_run_id"], timeout=600)["state"] == "success"
+    assert routed_slot(airflow_api, first["dag_run_id"]) == RACE_SLOTS[0]
+
+    set_policy(race_catalogue, "wait")
+    runs = [airflow_api.trigger(DEPLOY, {**conf, "pr": pr}) for pr in (612, 613)]
+    ids = [r["dag_run_id"] for r in runs]
+
+    def one_waits_for_a_slot() -> str | None:
+        for run_id in ids:
+            run = airflow_api.get(f"dags/{DEPLOY}/dagRuns/{run_id}")
+            if (run["note"] or "").startswith("waiting for a slot"):
+                return str(run_id)
+        return None
+
+    loser = wait_for(one_waits_for_a_slot, "one of the racers to wait for a slot", timeout=600)
+    winner = ids[1 - ids.index(loser)]
+    assert airflow_api.wait_run(DEPLOY, winner, timeout=600)["state"] == "success"
+    row = wait_for(
+        lambda: next((r for r in queue_rows() if r["run_id"] == loser), None), "the loser in faye queue"
+    )
+    assert row["waiting_for"].startswith("a slot") and row["service"] == RACE_SERVICE, row
+    assert states(airflow_api, loser).get("still_newest") in (
+        "up_for_reschedule",
+        "running",
+        "scheduled",
+        "queued",
+    )
+
+    # The policy now says fail: the waiting run fails at its next look, naming the slots and holders.
+    set_policy(race_catalogue, "fail")
+    lost = airflow_api.wait_run(DEPLOY, loser, timeout=300)
+    assert lost["state"] == "failed"
+    assert states(airflow_api, loser)["still_newest"] == "failed"
+    assert states(airflow_api, loser).get("release_slot") in (None, "upstream_failed", "skipped")
+
+    winner_pr = 612 if winner == ids[0] else 613
+    assert routed_slot(airflow_api, winner) == RACE_SLOTS[1]
+    assert f"hello from PR {winner_pr}" in through_proxy(stack, RACE_SLOTS[1])
+    assert "hello from PR 611" in through_proxy(stack, RACE_SLOTS[0])
+    assert_consistent()
+
+
+def test_a_cleanup_during_a_deploy_keeps_its_tag_and_the_queue_shows_the_test_server_wait(
+    stack: dict[str, Any], airflow_api: AirflowAPI, cli_env: None, shas: list[str]
+) -> None:
+    from faye_plugin.catalogue import load_catalogue
+    from faye_plugin.hooks.test_servers import TestServerHook
+
+    servers = [TestServerHook(s) for s in load_catalogue().test_servers]
+    holder = f"tests/queue-races/{time.time():.0f}"
+
+    def take_all() -> list[tuple[Any, Any]] | None:
+        taken = [(hook, lease) for hook in servers if (lease := hook.try_acquire(holder, 900)) is not None]
+        if len(taken) == len(servers):
+            return taken
+        for hook, lease in taken:
+            hook.release(lease)
+        return None
+
+    leases = wait_for(take_all, "both test servers to be free", timeout=300)
+    assert len(leases) == len(servers) >= 1
+    try:
+        run = airflow_api.trigger(DEPLOY, {"service": "hello", "pr": 621, "git_sha": shas[0]})
+        run_id = run["dag_run_id"]
+        wait_for(lambda: states(airflow_api, run_id).get("extend_expiry") == "success", "extend_expiry")
+        cleanup = airflow_api.trigger("faye_cleanup", {})
+        cleaned = airflow_api.wait_run("faye_cleanup", cleanup["dag_run_id"], timeout=600)
+        assert cleaned["state"] == "success"
+
+        def waiting_for_a_test_server() -> dict[str, Any] | None:
+            rows = [r for r in queue_rows() if r["run_id"] == run_id]
+            return rows[0] if rows and rows[0]["waiting_for"] == "a test server" else None
+
+        row = wait_for(waiting_for_a_test_server, "faye queue to show the test-server wait", timeout=600)
+        assert row["pr"] == 621 and row["service"] == "hello" and row["step"].startswith("test.")
+    finally:
+        for hook, lease in leases:
+            hook.release(lease)
+    done = airflow_api.wait_run(DEPLOY, run_id, timeout=600)
+    assert done["state"] == "success"
+    page = through_proxy(stack, routed_slot(airflow_api, run_id))
+    assert re.search(r"hello from PR 621\b", page) and shas[0] in page
+    assert_consistent()
