@@ -241,16 +241,28 @@ class Stack:
     def down(self) -> list[str]:
         """Stop every process our pid files name; return the names stopped."""
         with _locked(self.cfg):
-            # Airflow first (it talks to the others), then the rest; each batch at once.
+            # Airflow first (it talks to the others), then the containers, then the rest; each batch
+            # at once.
             names = self.sup.names()
             stopped = []
-            for batch in (
-                [n for n in names if n.startswith("airflow")],
-                [n for n in names if not n.startswith("airflow")],
-            ):
-                for name in self.sup.stop_many(batch):
-                    stopped.append(name)
-                    self.say(f"stopped {name}")
+            airflow_names = [n for n in names if n.startswith("airflow")]
+            for name in self.sup.stop_many(airflow_names):
+                stopped.append(name)
+                self.say(f"stopped {name}")
+            for host in self.cfg.docker_hosts:
+                if self.sup.pid(f"podman-{host}") is not None:
+                    count = podman.remove_containers(self.cfg.docker_socket(host))
+                    if count:
+                        self.say(f"removed {count} container(s) of {host}")
+            for name in self.sup.stop_many([n for n in names if n not in airflow_names]):
+                stopped.append(name)
+                self.say(f"stopped {name}")
+            if podman.conmon_pids(self.cfg):
+                for host in self.cfg.docker_hosts:
+                    podman.remove_containers_offline(self.cfg, host)
+                left = podman.conmon_pids(self.cfg)
+                if left:
+                    raise StackError(f"containers of this stack still run (conmon pids {left})")
             for host in self.cfg.docker_hosts:
                 with contextlib.suppress(FileNotFoundError):
                     self.cfg.docker_socket(host).unlink()

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -171,3 +172,51 @@ def tidy_socket(cfg: StackConfig, host: str) -> None:
     sock = cfg.docker_socket(host)
     if sock.exists() and not ping(sock):
         os.unlink(sock)
+
+
+def remove_containers(sock: Path) -> int:
+    """Force-remove every container of the host on ``sock``; return how many there were.
+
+    Containers are not children of the podman service (each has a ``conmon`` in a session of its
+    own), so stopping the service alone would leave them running.
+    """
+    try:
+        status, body = api(sock, "GET", "/containers/json?all=true", timeout=10.0)
+    except OSError:
+        return 0
+    if status != 200:
+        return 0
+    boxes = json.loads(body)
+    for box in boxes:
+        api(sock, "DELETE", f"/containers/{box['Id']}?force=true&v=true", timeout=60.0)
+    return len(boxes)
+
+
+def conmon_pids(cfg: StackConfig) -> list[int]:
+    """Return the pids of ``conmon`` processes (container monitors) of this stack's hosts."""
+    marker = f"{cfg.podman_dir}/".encode()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        first = raw.split(b"\0", 1)[0]
+        if first.endswith(b"conmon") and marker in raw:
+            out.append(int(entry))
+    return out
+
+
+def remove_containers_offline(cfg: StackConfig, host: str) -> None:
+    """Remove the host's containers with the podman CLI (for when its service is gone)."""
+    podman = shutil.which("podman") or "/usr/bin/podman"
+    env = {**os.environ, **write_config(cfg, host)}
+    subprocess.run(
+        [podman, "rm", "--all", "--force", "--time", "0"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from faye_plugin.stack import podman
+from faye_plugin.stack.config import StackConfig
 from faye_plugin.stack.processes import session_members
 
 pytestmark = pytest.mark.integration
@@ -72,7 +73,7 @@ def test_the_four_docker_hosts_are_separate(stack: dict[str, Any]) -> None:
     for url in _sockets(stack):
         client = docker.DockerClient(base_url=url)
         try:
-            ids.add(client.info()["Name"] + ":" + str(client.info().get("DockerRootDir")))
+            ids.add(str(client.info().get("DockerRootDir")))
         finally:
             client.close()
     assert len(ids) == 4
@@ -121,8 +122,17 @@ def test_down_leaves_no_process_behind(stack: dict[str, Any], faye_cli: Any) -> 
     assert len(pids) >= 11  # 4 Airflow, registry, Caddy, emulator, 4 podman hosts
     members = {p for pid in pids.values() for p in session_members(pid)}
     assert members >= set(pids.values())
+    # A running container lives outside the podman service's session (its conmon has its own).
+    client = docker.DockerClient(base_url=stack["test_docker_urls"][0])
+    try:
+        client.containers.run(podman.BASE_IMAGE, ["sleep", "600"], detach=True)
+    finally:
+        client.close()
+    cfg = StackConfig.from_env({"FAYE_HOME": stack["state_dir"]})
+    assert podman.conmon_pids(cfg)
     faye_cli("stack", "down")
     left = {p for pid in pids.values() for p in session_members(pid)}
     assert left == set()
+    assert podman.conmon_pids(cfg) == []
     status = json.loads(faye_cli("stack", "status", "--json", check=False).stdout)
     assert status["pids"] == {}
