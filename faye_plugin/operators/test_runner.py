@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -207,7 +206,6 @@ class TestRunnerOperator(DockerOperator):
         self.extra_hosts = {**(self.extra_hosts or {}), **extra_hosts_for(self.preview_url)}
         labels = self.labels if isinstance(self.labels, dict) else {}
         self.labels = {**labels, LABEL_TEST_HOLDER: holder}
-        self.execution_timeout = self.execution_timeout or timedelta(minutes=spec.test.timeout_minutes + 5)
 
     def _stop_on_timeout(self) -> None:
         self._timed_out = True
