@@ -8,6 +8,7 @@ Operation ends with the revision's error, as Cloud Run does.
 
 from __future__ import annotations
 
+import copy
 import random
 import string
 import uuid
@@ -101,7 +102,7 @@ class Engine:
             given_etag = request.get("etag", "")
             if given_etag and not same_etag(given_etag, current["etag"]):
                 raise stale_etag("service", split_service(name)[2])
-            spec = v.strip_output_only(current)
+            spec = copy.deepcopy(v.strip_output_only(current))  # nested paths must not touch the stored one
             if paths is None:
                 spec = v.strip_output_only(request)
             else:

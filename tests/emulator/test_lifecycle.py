@@ -110,6 +110,14 @@ def test_latest_traffic_follows_a_new_template(emulator: Emulator, images: Image
     same = patch(client, updated, "template").result(timeout=60)
     assert same.generation == updated.generation and same.etag == updated.etag
 
+    # A nested mask path changes only that part of the template, and that is a new revision too.
+    same.template.containers[0].env[0].value = "three"
+    same.template.labels = {"ignored": "yes"}  # outside the mask: not applied
+    nested = patch(client, same, "template.containers").result(timeout=60)
+    assert short(nested.latest_created_revision).startswith("life-latest-00003-")
+    assert "greeting=three" in emulator.get_via(nested.uri).text
+    assert not nested.template.labels
+
 
 def test_allow_missing_creates_and_validate_only_stores_nothing(emulator: Emulator, images: Images) -> None:
     client = emulator.services()
