@@ -217,5 +217,7 @@ class Runtime:
     def _remove_container(self, container: Container) -> None:
         try:
             container.remove(force=True)
+        except docker.errors.NotFound:
+            pass  # already gone (two stops of one revision raced)
         except docker.errors.DockerException as err:
             log.warning("cannot remove container %s: %s", container.id, err)
