@@ -167,7 +167,7 @@ def _service(name: str, data: Any) -> ServiceSpec:
         if test is None
         else TestSpec(
             image=str(test.get("image", data["image"])),
-            command=[str(c) for c in command],
+            command=[str(c) for c in command or ()],
             timeout_minutes=int(test.get("timeout_minutes", 10)),
         ),
         registry_conn_id=str(data.get("registry_conn_id", "faye_registry")),
