@@ -96,6 +96,9 @@ def format_entry(entry: Any) -> str | None:
     if "timestamp" not in entry and "level" not in entry:
         return None
     level = str(entry.get("level") or "info").lower()
+    for detail in entry.get("error_detail") or []:
+        if isinstance(detail, dict) and detail.get("exc_type"):
+            event += f": {detail['exc_type']}: {detail.get('exc_value', '')}"
     return event if level in ("info", "debug") else f"{level.upper()} {event}"
 
 

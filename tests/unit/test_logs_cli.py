@@ -42,3 +42,12 @@ def test_airflow_markers_are_dropped_and_levels_shown() -> None:
         == "ERROR build failed: x"
     )
     assert format_entry("plain") == "plain"
+    failed = {
+        "event": "Task failed with exception",
+        "level": "error",
+        "timestamp": "t",
+        "error_detail": [{"exc_type": "InvalidRequestError", "exc_value": "unknown field(s): colour"}],
+    }
+    assert format_entry(failed) == (
+        "ERROR Task failed with exception: InvalidRequestError: unknown field(s): colour"
+    )
