@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from conftest import AirflowAPI, stack_env
+from faye_testing import AirflowAPI, stack_env
 
 pytestmark = pytest.mark.integration
 
@@ -375,3 +375,26 @@ def test_leases_are_exclusive_under_a_race_and_an_expired_one_is_taken_over(
     assert first is not None and first[1].holder == "taker"
     assert acquire_any(servers[:1], "second-taker", 60) is None
     assert hook.release(first[1])
+
+
+def test_build_and_test_dags_reject_a_bad_conf_in_their_first_task(airflow_api: AirflowAPI) -> None:
+    unknown_service = _trigger(
+        airflow_api, "faye_build", {"service": "nosuch", "pr": 1, "git_sha": "a" * 40}, "bad-service"
+    )
+    unknown_key = _trigger(
+        airflow_api,
+        "faye_test",
+        {"service": "hello", "pr": 1, "git_sha": "a" * 40, "colour": "red"},
+        "bad-key",
+    )
+    for dag_id, run_id, words in (
+        ("faye_build", unknown_service, ("CatalogueError", "nosuch")),
+        ("faye_test", unknown_key, ("InvalidRequestError", "colour")),
+    ):
+        assert airflow_api.wait_run(dag_id, run_id, timeout=120)["state"] == "failed"
+        tis = airflow_api.task_instances(dag_id, run_id)
+        assert tis["validate"]["state"] == "failed"
+        assert all(t["state"] == "upstream_failed" for k, t in tis.items() if k != "validate")
+        data = airflow_api.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/validate/logs/1")
+        errors = [d for e in data["content"] if isinstance(e, dict) for d in e.get("error_detail") or []]
+        assert any(words[0] == d["exc_type"] and words[1] in d["exc_value"] for d in errors), errors
