@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import AirflowAPI
+from faye_testing import AirflowAPI
 
 pytestmark = pytest.mark.integration
 

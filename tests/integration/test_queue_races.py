@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from conftest import AirflowAPI, faye
+from faye_testing import AirflowAPI, faye
 
 pytestmark = pytest.mark.integration
 

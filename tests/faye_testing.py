@@ -1,0 +1,91 @@
+"""Helpers shared by the integration tests: the test stack's environment, the ``faye`` CLI, a REST client.
+
+Import them as ``from faye_testing import AirflowAPI, faye, stack_env`` (a module of its own: several
+``conftest.py`` files exist, so ``from conftest import ...`` would pick whichever was imported first).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_HOME = REPO / ".faye-test"
+TEST_PORT_BASE = "28800"
+FINISHED = ("success", "failed")
+
+
+def stack_env() -> dict[str, str]:
+    """The environment the test stack runs with (the caller's, plus the test defaults)."""
+    env = dict(os.environ)
+    env.setdefault("FAYE_HOME", str(TEST_HOME))
+    env.setdefault("FAYE_PORT_BASE", TEST_PORT_BASE)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.setdefault("PYTHONPYCACHEPREFIX", str(REPO / ".cache" / "pycache"))
+    return env
+
+
+def faye(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the ``faye`` CLI (this interpreter's) against the test stack."""
+    return subprocess.run(
+        [sys.executable, "-m", "faye_plugin.cli.main", *args],
+        env=stack_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
+
+
+class AirflowAPI:
+    """A small client of Airflow's REST API v2 (token from ``POST /auth/token``)."""
+
+    def __init__(self, url: str, username: str, password: str) -> None:
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+        resp = self.session.post(
+            f"{self.url}/auth/token", json={"username": username, "password": password}, timeout=10
+        )
+        resp.raise_for_status()
+        self.session.headers["Authorization"] = f"Bearer {resp.json()['access_token']}"
+
+    def get(self, path: str, **params: Any) -> Any:
+        resp = self.session.get(f"{self.url}/api/v2/{path.lstrip('/')}", params=params, timeout=10)
+        resp.raise_for_status()
+        return resp.json()
+
+    def trigger(self, dag_id: str, conf: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
+        """Trigger ``dag_id`` (``logical_date`` is required in the body; null is fine); return the run."""
+        body: dict[str, Any] = {"logical_date": None, "conf": conf}
+        if run_id:
+            body["dag_run_id"] = run_id
+        resp = self.session.post(f"{self.url}/api/v2/dags/{dag_id}/dagRuns", json=body, timeout=10)
+        resp.raise_for_status()
+        return dict(resp.json())
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 300) -> dict[str, Any]:
+        """Poll the run until it is success/failed; fail the test after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = dict(self.get(f"dags/{dag_id}/dagRuns/{run_id}"))
+            if run["state"] in FINISHED:
+                return run
+            if time.monotonic() > deadline:
+                pytest.fail(f"run {dag_id}/{run_id} still {run['state']} after {timeout:.0f} s")
+            time.sleep(1)
+
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+        """Return the run's task instances keyed by task_id (mapped ones as ``task_id[index]``)."""
+        data = self.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=1000)
+        out = {}
+        for ti in data["task_instances"]:
+            key = ti["task_id"] if ti.get("map_index", -1) < 0 else f"{ti['task_id']}[{ti['map_index']}]"
+            out[key] = ti
+        return out
