@@ -16,7 +16,8 @@ Run the tests of `service` against the preview of `pr` (the slot its proxy route
 on a leased test server. The same Test group runs inside `faye_deploy` after the preview is routed.
 
 Test runs queue for the pool `faye_test_servers` (one slot per test server) and are served in trigger
-order: trigger with `logical_date` set to now (faye's CLI does). Conf: the same as `faye_deploy`.
+order when triggered with `logical_date` set to now (a null one has no defined order).
+Conf: the same as `faye_deploy`.
 """
 
 
