@@ -1,6 +1,6 @@
 """Real peers for the registry hook tests that the shared stack does not provide.
 
-``token_registry``: a second real ``docker-registry`` (distribution) configured with ``auth: token``,
+``running_token_registry``: a second real ``docker-registry`` (distribution) configured with ``auth: token``,
 and in front of it a tiny real token server (http.server in a thread) that checks Basic credentials
 and signs JWTs with a throw-away key whose certificate the registry trusts. This is the Bearer token
 flow Artifact Registry and Docker Hub use, end to end, with no mock.
@@ -9,6 +9,7 @@ flow Artifact Registry and Docker Hub use, end to end, with no mock.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -21,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
@@ -148,12 +150,12 @@ class TokenRegistry:
     tokens: TokenServer
 
 
-@pytest.fixture(scope="module")
-def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenRegistry]:
+@contextlib.contextmanager
+def running_token_registry(root: Path) -> Iterator[TokenRegistry]:
+    """Run a token-auth registry and its token server, with their files under ``root``."""
     binary = shutil.which("docker-registry")
     if binary is None:
         pytest.fail("docker-registry is not installed (apt-get install docker-registry)")
-    root = tmp_path_factory.mktemp("token-registry")
     key, cert = _key_and_cert()
     (root / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     tokens = TokenServer(key=key, cert_der=cert.public_bytes(serialization.Encoding.DER))

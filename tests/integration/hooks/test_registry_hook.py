@@ -5,13 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 import requests
-from registry_peers import PASSWORD, SERVICE, USER, TokenRegistry, free_port, push_tiny_image
+from registry_peers import (
+    PASSWORD,
+    SERVICE,
+    USER,
+    TokenRegistry,
+    free_port,
+    push_tiny_image,
+    running_token_registry,
+)
 
 from faye_plugin.exceptions import InvalidRequestError, RegistryError
 from faye_plugin.hooks.registry import MANIFEST_ACCEPT, RegistryHook
@@ -99,6 +108,12 @@ def test_unreachable_registry_is_retried_then_an_error(monkeypatch: pytest.Monke
 
 
 # --- the Bearer token flow --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenRegistry]:
+    with running_token_registry(tmp_path_factory.mktemp("token-registry")) as registry:
+        yield registry
 
 
 def pushed_with_token(registry: TokenRegistry, name: str, tag: str) -> str:
