@@ -280,7 +280,7 @@ def specs(cfg: StackConfig, base: dict[str, str]) -> list[ProcessSpec]:
     for name in component_names(cfg):
         if name == CELERY_WORKER:
             sub: tuple[str, ...] = ("celery", "worker")
-            titles: tuple[str, ...] = ()
+            titles: tuple[str, ...] = ("[celeryd: ",)  # celery renames its main process
         else:
             sub, titles = COMPONENTS[name]
         out.append(
