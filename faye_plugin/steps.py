@@ -23,16 +23,10 @@ from faye_plugin.configs import (
     write_artifacts,
 )
 from faye_plugin.exceptions import SlotBusyError
-from faye_plugin.hooks.cloud_run import (
-    CloudRunPreviewHook,
-    check_tag_limits,
-    read_previews,
-    tag_revision,
-    tag_uri,
-)
 from faye_plugin.params import validate_request
-from faye_plugin.previews import LABEL_SHA, holders_by_slot, sha_matches, ttl_hours
 from faye_plugin.queue import choose_slot
+
+# The Cloud Run client library (hooks.cloud_run, previews) is imported only by the steps that use it.
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +37,9 @@ def get_cloud_run_config(params: dict[str, Any]) -> dict[str, Any]:
     Fails at once (before anything changes) on an unknown service or slot, a tag that breaks Cloud
     Run's limits, an out-of-bounds ttl, or no slot under the ``fail``/``wait`` policies.
     """
+    from faye_plugin.hooks.cloud_run import CloudRunPreviewHook, check_tag_limits, read_previews, tag_revision
     from faye_plugin.hooks.proxy import ProxyHook
+    from faye_plugin.previews import holders_by_slot, ttl_hours
 
     request = validate_request({k: v for k, v in params.items() if v is not None})
     catalogue = load_catalogue()
@@ -101,7 +97,9 @@ def check_cloud_run(config: dict[str, Any]) -> dict[str, Any]:
     is reported, the PR's record holds the chosen slot, and that slot's route points at this preview:
     then nothing needs building, deploying or routing.
     """
+    from faye_plugin.hooks.cloud_run import CloudRunPreviewHook, read_previews, tag_revision, tag_uri
     from faye_plugin.hooks.proxy import ProxyHook
+    from faye_plugin.previews import LABEL_SHA, sha_matches
 
     spec = load_catalogue().service(config["service"])
     target = spec.cloud_run

@@ -10,39 +10,19 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from google.cloud import run_v2
+from airflow.sdk import BaseOperator
 
 from faye_plugin.catalogue import ServiceSpec, load_catalogue
-from faye_plugin.configs import resolve_secrets, secret_refs
 from faye_plugin.exceptions import CloudRunApiError, FayeError
-from faye_plugin.hooks.cloud_run import (
-    CONFLICT_ERRORS,
-    CloudRunPreviewHook,
-    check_tag_limits,
-    preview_tag,
-    read_previews,
-    revision_name,
-    service_path,
-    short_name,
-    tag_revision,
-    tag_uri,
-    with_preview_revision,
-    write_previews,
-)
-from faye_plugin.previews import (
-    LABEL_PR,
-    LABEL_SHA,
-    LABEL_SLOT,
-    deployed_record,
-    expires_at,
-    ttl_hours,
-    with_expiry,
-)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from google.cloud import run_v2
 
-from airflow.sdk import BaseOperator
+    from faye_plugin.hooks.cloud_run import CloudRunPreviewHook
+
+# The Cloud Run client library is imported inside execute(): every task process of the deploy DAG
+# parses this module, and most of them never talk to Cloud Run.
 
 WRITE_ATTEMPTS = 5
 
@@ -52,6 +32,8 @@ def _spec(service: str) -> ServiceSpec:
 
 
 def _hook(spec: ServiceSpec) -> CloudRunPreviewHook:
+    from faye_plugin.hooks.cloud_run import CloudRunPreviewHook
+
     return CloudRunPreviewHook(gcp_conn_id=spec.cloud_run.gcp_conn_id)
 
 
@@ -78,6 +60,9 @@ class ExtendExpiryOperator(BaseOperator):
         self.ttl_hours = ttl_hours
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from faye_plugin.hooks.cloud_run import check_tag_limits, preview_tag, read_previews, write_previews
+        from faye_plugin.previews import expires_at, ttl_hours, with_expiry
+
         spec = _spec(str(self.service))
         pr = int(self.pr)
         tag = preview_tag(pr)
@@ -185,6 +170,8 @@ class DeployPreviewOperator(BaseOperator):
         return image
 
     def _free_revision(self, hook: CloudRunPreviewHook, spec: ServiceSpec, exists: bool) -> str:
+        from faye_plugin.hooks.cloud_run import revision_name, short_name
+
         target = spec.cloud_run
         base = revision_name(target.service, int(self.pr), str(self.git_sha))
         if not exists:
@@ -204,6 +191,24 @@ class DeployPreviewOperator(BaseOperator):
     def _plan(
         self, hook: CloudRunPreviewHook, spec: ServiceSpec, secrets: dict[str, str]
     ) -> tuple[run_v2.Service, str, bool]:
+        from google.cloud import run_v2
+
+        from faye_plugin.hooks.cloud_run import (
+            preview_tag,
+            read_previews,
+            service_path,
+            with_preview_revision,
+            write_previews,
+        )
+        from faye_plugin.previews import (
+            LABEL_PR,
+            LABEL_SHA,
+            LABEL_SLOT,
+            deployed_record,
+            expires_at,
+            ttl_hours,
+        )
+
         target = spec.cloud_run
         pr, sha, slot = int(self.pr), str(self.git_sha), str(self.slot)
         tag = preview_tag(pr)
@@ -235,6 +240,8 @@ class DeployPreviewOperator(BaseOperator):
     # --- execution ----------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from faye_plugin.configs import resolve_secrets, secret_refs
+        from faye_plugin.hooks.cloud_run import CONFLICT_ERRORS, check_tag_limits, preview_tag
         from faye_plugin.settings import deploy_deferrable
 
         spec = _spec(str(self.service))
@@ -297,6 +304,8 @@ class DeployPreviewOperator(BaseOperator):
     def _result(
         self, hook: CloudRunPreviewHook, spec: ServiceSpec, revision: str, operation: str
     ) -> dict[str, Any]:
+        from faye_plugin.hooks.cloud_run import preview_tag, read_previews, tag_revision, tag_uri
+
         target = spec.cloud_run
         tag = preview_tag(int(self.pr))
         service = hook.get_service(project=target.project, region=target.region, service=target.service)
@@ -346,6 +355,7 @@ class RemovePreviewOperator(BaseOperator):
         self.only_expired = only_expired
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from faye_plugin.hooks.cloud_run import preview_tag
         from faye_plugin.hooks.proxy import ProxyHook
         from faye_plugin.operators.removal import remove_preview, still_expired
 

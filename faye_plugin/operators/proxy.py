@@ -13,7 +13,6 @@ from airflow.sdk import BaseOperator
 
 from faye_plugin.catalogue import load_catalogue
 from faye_plugin.exceptions import CatalogueError, FayeError
-from faye_plugin.hooks.cloud_run import CloudRunPreviewHook, read_previews
 from faye_plugin.hooks.proxy import ProxyHook, SlotRoute
 
 if TYPE_CHECKING:
@@ -43,6 +42,7 @@ class ReleaseSlotOperator(BaseOperator):
         self.slot = slot
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from faye_plugin.hooks.cloud_run import CloudRunPreviewHook, read_previews
         from faye_plugin.operators.removal import remove_preview
 
         catalogue = load_catalogue()
