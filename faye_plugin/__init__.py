@@ -20,7 +20,8 @@ def get_provider_info() -> dict[str, Any]:
                 "connection-type": "faye_registry",
                 "hook-name": "faye: container registry (HTTP API v2)",
                 "ui-field-behaviour": {
-                    "hidden-fields": ["extra"],
+                    "hidden-fields": ["schema", "port"],
+                    "placeholders": {"extra": '{"gcp_conn_id": "google_cloud_default"}'},
                     "relabeling": {
                         "host": "Registry URL",
                         "login": "Username",
