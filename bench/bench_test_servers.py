@@ -131,10 +131,15 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1)
         wall = time.time() - t0
         tis, leases = [], []
+        # per run, in trigger order: (entered the pool's queue, started)
+        ready_start: list[tuple[float, float]] = []
         for run_id in run_ids:
-            ti = next(t for t in client.task_instances("faye_test", run_id) if t.task_id == "test.run_tests")
-            if ti.start_date and ti.end_date:
-                tis.append((ti.start_date.timestamp(), ti.end_date.timestamp()))
+            ti_path = f"/dags/faye_test/dagRuns/{run_id}/taskInstances/test.run_tests"
+            raw = client.request("GET", ti_path).json()
+            if raw.get("start_date") and raw.get("end_date"):
+                tis.append((_ts(raw["start_date"]), _ts(raw["end_date"])))
+            if raw.get("start_date") and raw.get("scheduled_when"):
+                ready_start.append((_ts(raw["scheduled_when"]), _ts(raw["start_date"])))
             lease = client.xcom("faye_test", run_id, "test.run_tests", "lease")
             if isinstance(lease, dict) and lease.get("released"):
                 leases.append(lease)
@@ -157,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         if earlier:
             ti_gaps.append(round(start - earlier[-1], 3))
     held_time = [float(x["released"]) - float(x["acquired"]) for x in leases]
+    # FIFO: a later-triggered run got a server while an earlier one already waited in the pool queue
+    fifo_violations = sum(
+        1
+        for i, (ready_i, start_i) in enumerate(ready_start)
+        for ready_j, start_j in ready_start[i + 1 :]
+        if ready_i <= start_j < start_i
+    )
     result: dict[str, Any] = {
         "runs": args.runs,
         "seconds_per_test": args.seconds,
@@ -170,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "lease_held_seconds_median": round(statistics.median(held_time), 2) if held_time else None,
         "lease_handover_gaps": lease_gaps,
         "task_handover_gaps": ti_gaps,
+        "fifo_violations": fifo_violations,
     }
     print(f"{args.runs} runs x {args.seconds:.0f} s of test on {servers} servers: {result['states']}")
     print(f"  test-phase makespan {makespan:.1f} s, ideal {ideal:.1f} s ({result['makespan_over_ideal']}x)")
@@ -178,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  a lease is held {held} s (median) for a {args.seconds:.0f} s test")
     print(f"  lease released -> next lease taken on the same server: {_summary(lease_gaps)}")
     print(f"  run_tests ended -> next run_tests started: {_summary(ti_gaps)}")
+    print(f"  served out of trigger order while an earlier run waited: {fifo_violations} time(s)")
     print(f"  trigger -> last run ended: {wall:.1f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
