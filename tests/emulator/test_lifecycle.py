@@ -134,6 +134,14 @@ def test_allow_missing_creates_and_validate_only_stores_nothing(emulator: Emulat
     with pytest.raises(exceptions.NotFound):
         client.get_service(name=service_name("life-dry"))
 
+    created.description = "only a dry run"
+    dry_patch = client.update_service(request=run_v2.UpdateServiceRequest(
+        service=created, validate_only=True))
+    assert dry_patch.result(timeout=10).description == "only a dry run"
+    client.delete_service(request=run_v2.DeleteServiceRequest(name=created.name, validate_only=True))
+    stored = client.get_service(name=created.name)
+    assert (stored.description, stored.etag, stored.generation) == ("", created.etag, created.generation)
+
 
 def test_delete_with_etag_and_operations(emulator: Emulator, images: Images) -> None:
     client = emulator.services()
