@@ -23,7 +23,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, BaseSensorOperator, PokeReturnValue
 
-from faye_plugin.exceptions import SupersededError
+from faye_plugin.exceptions import SlotBusyError, SupersededError
 from faye_plugin.queue import (
     DEPLOY_DAG,
     SAFE_POINT_TASK_ID,
@@ -242,9 +242,13 @@ class StillNewestSensor(BaseSensorOperator):
 
         me_requested_at = me.run_after.timestamp()
         started = time.monotonic()
-        hook.modify_service(
-            project=target.project, region=target.region, service=target.service, change=claim
-        )
+        try:
+            hook.modify_service(
+                project=target.project, region=target.region, service=target.service, change=claim
+            )
+        except SlotBusyError as exc:
+            client.set_note(me.dag_id, me.run_id, f"failed, no slot: {exc}")
+            raise
         if "newer" in outcome:
             newer: TagRequest = outcome["newer"]
             reason = f"{newer.run_id} (sha {newer.git_sha}), a newer deploy of PR {me.pr}, got here first"
