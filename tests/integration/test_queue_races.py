@@ -203,6 +203,8 @@ def test_two_prs_racing_for_the_last_free_slot_end_with_one_holder(
     set_policy(race_catalogue, "fail")
     lost = airflow_api.wait_run(DEPLOY, loser, timeout=300)
     assert lost["state"] == "failed"
+    note = lost["note"] or ""
+    assert note.startswith("failed, no slot") and f"{RACE_SLOTS[1]}: PR" in note and "PR 611" in note, note
     assert states(airflow_api, loser)["still_newest"] == "failed"
     assert states(airflow_api, loser).get("release_slot") in (None, "upstream_failed", "skipped")
 
