@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from emulator_support import (
 )
 from emulator_support import create as create_service
 from google.api_core import exceptions
+from google.cloud import run_v2
 
 pytestmark = pytest.mark.integration
 
@@ -214,3 +216,23 @@ def test_garbage_never_breaks_the_server_or_the_service(emulator: Emulator, base
     after = requests.get(url, timeout=5).json()
     assert (after["etag"], after["traffic"]) == (base["etag"], base["traffic"])
     assert requests.get(f"{emulator.url}/v2/{PARENT}/services/junk", timeout=5).status_code == 404
+
+
+def test_racing_writers_with_one_etag_have_one_winner(emulator: Emulator, images: Images) -> None:
+    client = emulator.services()
+    service = create_service(client, "bad-race", images.marker)
+
+    def write(n: int) -> str:
+        mine = run_v2.Service(name=service.name, etag=service.etag, description=f"writer {n}")
+        try:
+            patch(client, mine, "description").result(timeout=30)
+        except exceptions.Conflict:
+            return "conflict"
+        return "won"
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        outcomes = list(pool.map(write, range(6)))
+    assert sorted(outcomes) == ["conflict"] * 5 + ["won"]
+    winner = client.get_service(name=service.name)
+    assert winner.description == f"writer {outcomes.index('won')}"
+    assert winner.generation == service.generation + 1
