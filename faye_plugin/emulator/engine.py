@@ -9,6 +9,7 @@ Operation ends with the revision's error, as Cloud Run does.
 from __future__ import annotations
 
 import copy
+import logging
 import random
 import string
 import uuid
@@ -32,6 +33,7 @@ from faye_plugin.emulator.resources import (
 from faye_plugin.emulator.store import Store
 from faye_plugin.exceptions import CloudRunApiError
 
+log = logging.getLogger(__name__)
 STARTING, READY, FAILED = "starting", "ready", "failed"
 COPIED_TEMPLATE_FIELDS = tuple(
     f.json_name for f in v.REVISION_MSG.DESCRIPTOR.fields if f.json_name not in ("labels", "annotations")
@@ -254,6 +256,7 @@ class Engine:
                 if self.runtime:
                     self.runtime.stop(revision)
                 return
+            log.info("revision %s: %s", revision, f"ready on port {port}" if ok else message)
             if ok:
                 meta.update(state=READY)
                 if resource["conditions"][0]["state"] != "CONDITION_SUCCEEDED":

@@ -134,6 +134,7 @@ class Runtime:
         try:
             adopted = self._adopt(revision)
             if adopted:
+                log.info("revision %s: adopted its running container on port %s", revision, adopted)
                 self._finish(revision, True, "", adopted)
                 return
             with self._lock:
@@ -141,6 +142,7 @@ class Runtime:
             container = self._run(revision, service_id, revision_id, template, port)
             ok = self._probe(container, port)
             if self._closing.is_set():
+                log.info("revision %s: start abandoned at shutdown", revision)
                 return  # shutting down: record nothing, the next start adopts or restarts it
             if not ok:
                 self._remove_container(container)

@@ -91,3 +91,15 @@ def test_restart_keeps_state_and_adopts_containers(fresh_emulator: Emulator, ima
     assert revision_of(emulator.get_via(after.uri)) == main
     assert {"run-keep-pr-3", main} <= running_revisions(emulator.docker_url)
     assert requests.get(f"{emulator.url}/_emulator/faults", timeout=5).json() == {"faults": []}
+
+    # A restart while a deploy is in flight: the operation survives and completes afterwards.
+    after.template = template(images.marker, revision="run-keep-pr-4", greeting="later")
+    after.traffic = [*after.traffic, tag_target("run-keep-pr-4", "pr-4")]
+    in_flight = patch(client, after, "template", "traffic")
+    emulator.stop()
+    emulator.env = {}
+    emulator.start()
+    finished = in_flight.result(timeout=60)  # the same client object polls the restarted server
+    pr4 = next(s.uri for s in finished.traffic_statuses if s.tag == "pr-4")
+    assert revision_of(emulator.get_via(pr4)) == "run-keep-pr-4"
+    assert emulator.services().get_service(name=after.name).etag == finished.etag
