@@ -173,6 +173,11 @@ class Stack:
         cfg = self.cfg
         for sub in (cfg.run_dir, cfg.log_dir, cfg.podman_dir, cfg.airflow_home):
             sub.mkdir(parents=True, exist_ok=True)
+        # Pid files of processes that died (a crash, a reboot): clear them, and stop what is left of
+        # their sessions (orphans of ours that may still hold a port).
+        stale = [name for name in self.sup.names() if self.sup.pid(name) is None]
+        if stale:
+            self.sup.stop_many(stale, grace=10)
         specs = self.specs()
         airflow_specs = self.airflow_specs()
         # Every port first: a taken one stops `up` before anything is installed or started.

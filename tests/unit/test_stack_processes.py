@@ -86,6 +86,8 @@ def test_a_dead_process_is_reported_exited(tmp_path: Path) -> None:
     while sup.pid("quick") is not None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sup.exited("quick")
+    while _alive(pid) and time.monotonic() < deadline:  # an exiting process has no cmdline already
+        time.sleep(0.05)
     assert not _alive(pid)
     assert sup.stop("quick") is False
 
@@ -99,3 +101,19 @@ def test_port_free_sees_a_listener() -> None:
         port = sock.getsockname()[1]
         assert port_free(port) is False
     assert port_free(port) is True
+
+
+def test_orphans_of_a_dead_leader_are_still_stopped(tmp_path: Path) -> None:
+    import signal
+
+    sup = Supervisor(tmp_path / "run")
+    pid = sup.start(_spec(tmp_path))
+    deadline = time.monotonic() + 10
+    while len(session_members(pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (child,) = [p for p in session_members(pid) if p != pid]
+    os.kill(pid, signal.SIGKILL)  # the leader dies; its `sleep` child lives on in our session
+    os.waitpid(pid, 0)
+    assert sup.pid("sleeper") is None and _alive(child)
+    assert sup.stop("sleeper", grace=5) is True
+    assert not _alive(child)
