@@ -84,12 +84,13 @@ def _service(peers: dict[str, Any]) -> Any:
     )
 
 
-def _revision_names(peers: dict[str, Any]) -> set[str]:
+def _revision_names(peers: dict[str, Any], pr: int = PR_MAIN) -> set[str]:
+    """The names of the service's revisions deployed for ``pr`` (other PRs deploy meanwhile)."""
     target = peers["spec"].cloud_run
     revisions = peers["cloud_run"].list_revisions(
         project=target.project, region=target.region, service=target.service
     )
-    return {r.name.rsplit("/", 1)[-1] for r in revisions}
+    return {r.name.rsplit("/", 1)[-1] for r in revisions if r.labels.get("faye-pr") == str(pr)}
 
 
 def _through_proxy(stack: dict[str, Any], slot_url: str) -> requests.Response:
@@ -99,14 +100,28 @@ def _through_proxy(stack: dict[str, Any], slot_url: str) -> requests.Response:
 
 @pytest.fixture(scope="module")
 def first_deploy(stack: dict[str, Any], airflow_api: AirflowAPI, peers: dict[str, Any]) -> dict[str, Any]:
+    """PR 501 at HEAD; once it is green, the runs that do not depend on PR 501 start in the background."""
     sha = _sha(stack)
     run, tis = _deploy(airflow_api, {"service": SERVICE, "pr": PR_MAIN, "git_sha": sha})
     assert run["state"] == "success", {k: v["state"] for k, v in tis.items()}
+    # Started now (the image of HEAD exists) so they overlap with PR 501's later runs; waited for later.
+    background = {
+        "expiring": airflow_api.trigger(
+            "faye_deploy", {"service": SERVICE, "pr": PR_EXPIRING, "git_sha": sha}
+        ),
+        "unknown service 'nosuch'": airflow_api.trigger(
+            "faye_deploy", {"service": "nosuch", "pr": PR_OTHER, "git_sha": sha}
+        ),
+        "unknown slot 'zz'": airflow_api.trigger(
+            "faye_deploy", {"service": SERVICE, "pr": PR_OTHER, "git_sha": sha, "slot": "zz"}
+        ),
+    }
     return {
         "sha": sha,
         "run": run,
         "tis": tis,
         "outcome": _xcom(airflow_api, run["dag_run_id"], "preview_url"),
+        "background": background,
     }
 
 
@@ -178,17 +193,10 @@ def test_invalid_conf_is_refused_with_400(stack, airflow_api) -> None:
     assert airflow_api.get("dags/faye_deploy/dagRuns", limit=1)["total_entries"] == before
 
 
-def test_unknown_service_or_slot_fails_at_once(stack, airflow_api) -> None:
-    sha = _sha(stack)
-    runs = {
-        "unknown service 'nosuch'": airflow_api.trigger(
-            "faye_deploy", {"service": "nosuch", "pr": PR_OTHER, "git_sha": sha}
-        ),
-        "unknown slot 'zz'": airflow_api.trigger(
-            "faye_deploy", {"service": SERVICE, "pr": PR_OTHER, "git_sha": sha, "slot": "zz"}
-        ),
-    }
-    for message, run in runs.items():
+def test_unknown_service_or_slot_fails_at_once(stack, airflow_api, first_deploy) -> None:
+    for message, run in first_deploy["background"].items():
+        if message == "expiring":
+            continue
         done = airflow_api.wait_run("faye_deploy", run["dag_run_id"], timeout=240)
         assert done["state"] == "failed"
         tis = airflow_api.task_instances("faye_deploy", run["dag_run_id"])
@@ -200,9 +208,10 @@ def test_unknown_service_or_slot_fails_at_once(stack, airflow_api) -> None:
 def test_cleanup_removes_expired_and_keeps_live_and_pinned(stack, airflow_api, peers, first_deploy) -> None:
     from faye_plugin.hooks.cloud_run import read_previews, tags, write_previews
 
-    run, tis = _deploy(airflow_api, {"service": SERVICE, "pr": PR_EXPIRING, "git_sha": first_deploy["sha"]})
-    assert run["state"] == "success", {k: v["state"] for k, v in tis.items()}
-    expiring = _xcom(airflow_api, run["dag_run_id"], "preview_url")
+    run_id = first_deploy["background"]["expiring"]["dag_run_id"]
+    run = airflow_api.wait_run("faye_deploy", run_id, timeout=420)
+    assert run["state"] == "success", airflow_api.task_instances("faye_deploy", run_id)
+    expiring = _xcom(airflow_api, run_id, "preview_url")
     target = peers["spec"].cloud_run
 
     def set_record(tag: str, **changes: Any) -> None:
