@@ -35,6 +35,11 @@ async def proxy(request: Request, engine: Engine, client: httpx.AsyncClient,
         answer = await client.request(request.method, url, headers=headers, content=await request.body())
     except httpx.HTTPError as err:
         return PlainTextResponse(f"Bad Gateway: revision '{detail}' did not answer: {err}\n", status_code=502)
-    out_headers = {k: v for k, v in answer.headers.items()
-                   if k.lower() not in HOP_BY_HOP and k.lower() != "content-encoding"}
-    return Response(content=answer.content, status_code=answer.status_code, headers=out_headers)
+    response = Response(content=answer.content, status_code=answer.status_code)
+    # httpx already decoded the body, so its content-encoding no longer applies; repeated headers
+    # (Set-Cookie) stay repeated.
+    response.raw_headers = [
+        (k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.multi_items()
+        if k.lower() not in HOP_BY_HOP and k.lower() != "content-encoding"
+    ] + [(b"content-length", str(len(answer.content)).encode())]
+    return response
