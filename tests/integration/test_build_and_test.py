@@ -398,3 +398,32 @@ def test_build_and_test_dags_reject_a_bad_conf_in_their_first_task(airflow_api: 
         data = airflow_api.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/validate/logs/1")
         errors = [d for e in data["content"] if isinstance(e, dict) for d in e.get("error_detail") or []]
         assert any(words[0] == d["exc_type"] and words[1] in d["exc_value"] for d in errors), errors
+
+
+@pytest.mark.usefixtures("test_services", "synced_pool")
+def test_a_test_without_a_free_server_waits_deferred_and_resumes_when_one_frees(
+    stack: dict[str, Any], airflow_api: AirflowAPI
+) -> None:
+    from faye_plugin.catalogue import load_catalogue
+    from faye_plugin.hooks.test_servers import TestServerHook
+
+    servers = load_catalogue(Path(stack["catalogue"])).test_servers
+    squatters = [TestServerHook(s).try_acquire(f"squatter-{s.name}", 300) for s in servers]
+    try:
+        assert all(squatters), "a server was already leased"
+        conf = {"service": "sleeper", "pr": 21, "git_sha": "d" * 40, "slot": SLOT}
+        run_id = _trigger(airflow_api, "faye_test", conf, "deferred")
+        deadline = time.monotonic() + 120
+        while airflow_api.task_instances("faye_test", run_id)["test.run_tests"]["state"] != "deferred":
+            assert time.monotonic() < deadline, "run_tests never deferred while every server was leased"
+            time.sleep(0.5)
+        freed = squatters[-1]
+        assert freed is not None and TestServerHook(servers[-1]).release(freed)
+        assert airflow_api.wait_run("faye_test", run_id, timeout=120)["state"] == "success"
+        lease = _xcom(airflow_api, "faye_test", run_id, "test.run_tests", "lease")
+        assert lease["server"] == servers[-1].name and lease["acquired"] > 0 and lease["released"]
+        assert TestServerHook(servers[-1]).current_lease() is None
+    finally:
+        for server, lease in zip(servers, squatters, strict=True):
+            if lease is not None:
+                TestServerHook(server).release(lease)
