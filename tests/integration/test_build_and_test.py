@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -178,6 +179,7 @@ def _slow_commit(repo: str) -> str:
     _git(str(work), "commit", "-qam", "slow build")
     sha = _git(str(work), "rev-parse", "HEAD")
     _git(str(work), "push", "-q", "origin", f"HEAD:refs/heads/{work.name}")
+    shutil.rmtree(work)
     return sha
 
 
