@@ -359,8 +359,8 @@ def test_leases_are_exclusive_under_a_race_and_an_expired_one_is_taken_over(
     servers = load_catalogue(Path(stack["catalogue"])).test_servers
     hook = TestServerHook(servers[0])
     assert hook.current_lease() is None, "a lease was left behind by an earlier test"
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        results = list(pool.map(lambda i: TestServerHook(servers[0]).try_acquire(f"racer-{i}", 60), range(6)))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda i: TestServerHook(servers[0]).try_acquire(f"racer-{i}", 60), range(4)))
     winners = [r for r in results if r is not None]
     assert len(winners) == 1
     current = hook.current_lease()

@@ -61,3 +61,15 @@ def test_the_pool_counts_deferred_tasks() -> None:
         "description": body["description"],
         "include_deferred": True,
     }
+
+
+def test_the_free_server_trigger_serializes_to_its_own_arguments() -> None:
+    from faye_plugin.catalogue import DockerHost
+    from faye_plugin.triggers.test_servers import TestServerFreeTrigger
+
+    hosts = (DockerHost("test-1", "tcp://10.0.0.1:2376", "/ca.pem", "/cert.pem", "/key.pem"),)
+    path, kwargs = TestServerFreeTrigger.for_hosts(hosts, "localhost/faye-base:latest", 2.0).serialize()
+    assert path == "faye_plugin.triggers.test_servers.TestServerFreeTrigger"
+    assert kwargs["servers"][0]["tls_client_key"] == "/key.pem"
+    assert TestServerFreeTrigger(**kwargs).serialize() == (path, kwargs)
+    assert [DockerHost(**s) for s in kwargs["servers"]] == list(hosts)
