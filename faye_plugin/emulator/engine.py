@@ -275,16 +275,23 @@ class Engine:
             return
         _, _, service_id = split_service(name)
         waiting, failure = False, ""
+        wanted = self._targets(service) if service.get("reconciling") else set()
         for revision_id in self._needed(service):
             full = f"{name}/revisions/{revision_id}"
             meta = self.store.meta[full]
             if meta["state"] == FAILED:
-                failure = failure or meta.get("message", f"Revision '{revision_id}' is not ready.")
+                # Only the spec's targets fail a write: a serving revision that died must not block
+                # moving traffic off it.
+                if revision_id in wanted:
+                    failure = failure or meta.get("message", f"Revision '{revision_id}' is not ready.")
             elif meta["state"] == STARTING or not self.runtime.is_running(full):
                 waiting = True
                 self.runtime.start(full, service_id, revision_id, meta["template"])
         if waiting and not failure:
             service["reconciling"] = True
+            return
+        if not service.get("reconciling"):  # nothing asked for: keep serving what serves
+            self._stop_unserved(name, service)
             return
         service.update(reconciling=False, observedGeneration=service["generation"], updateTime=now())
         latest = service.get("latestCreatedRevision", "")
@@ -305,6 +312,12 @@ class Engine:
             op = self.store.operations.get(op_name)
             if op is not None and not op["done"]:
                 finish_operation(op, public, ("FAILED_PRECONDITION", failure) if failure else None)
+        self._stop_unserved(name, service)
+
+    def _stop_unserved(self, name: str, service: dict[str, Any]) -> None:
+        """Stop the containers of revisions that serve no traffic and hold no tag."""
+        if self.runtime is None:
+            return
         serving = {s["revision"] for s in service.get("trafficStatuses", [])}
         for revision in self.store.revisions_of(name):
             short = revision["name"].rsplit("/", 1)[1]
