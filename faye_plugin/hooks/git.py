@@ -62,6 +62,15 @@ class GitSourceHook:
         except BuildFailedError:
             raise BuildFailedError(f"commit {git_sha} not found in {self.git_url}") from None
 
+    def resolve(self, git_sha: str) -> str:
+        """Return the full 40-hex sha of ``git_sha`` (a full sha is returned as it is, without I/O)."""
+        if FULL_SHA.match(git_sha):
+            return git_sha
+        from tempfile import TemporaryDirectory
+
+        with TemporaryDirectory(prefix="faye-git-") as tmp:
+            return self.fetch(git_sha, Path(tmp) / "src")
+
     def archive(self, workdir: Path, full_sha: str, context: str, dest: Path) -> Path:
         """Write the tree of ``full_sha`` under ``context`` (``.`` for the root) as a tar to ``dest``."""
         sub = context.strip("/")

@@ -12,6 +12,7 @@ from airflow.providers.docker.operators.docker import DockerOperator
 
 from faye_plugin.catalogue import DockerHost, ServiceSpec, load_catalogue
 from faye_plugin.exceptions import TestServerUnavailableError
+from faye_plugin.hooks.git import GitSourceHook
 from faye_plugin.hooks.test_servers import (
     DEFAULT_LEASE_IMAGE,
     LABEL_TEST_HOLDER,
@@ -145,6 +146,8 @@ class TestRunnerOperator(DockerOperator):
             raise AirflowSkipException(f"service {spec.name!r} declares no tests")
         if not catalogue.test_servers:
             raise TestServerUnavailableError("the catalogue declares no test_servers")
+        # image tags carry the full sha: resolve a short one before holding a server
+        self.git_sha = GitSourceHook(spec.build.git_url).resolve(self.git_sha)
         ti = context["ti"]
         holder = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.try_number}"
         timeout = spec.test.timeout_minutes * 60

@@ -82,6 +82,13 @@ def test_git_fetches_a_full_or_short_sha_and_archives_a_subfolder(repo: Path, tm
         assert sorted(tar.getnames()) == ["README", "app", "app/Dockerfile"]
 
 
+def test_git_resolves_a_short_sha_and_keeps_a_full_one(repo: Path) -> None:
+    first = _git(repo, "rev-parse", "HEAD~1")
+    hook = GitSourceHook(str(repo))
+    assert hook.resolve(first[:9]) == first
+    assert GitSourceHook("/nonexistent").resolve("f" * 40) == "f" * 40  # no I/O for a full sha
+
+
 def test_git_names_an_unknown_commit(repo: Path, tmp_path: Path) -> None:
     with pytest.raises(BuildFailedError, match="0123456 not found"):
         GitSourceHook(str(repo)).fetch("0123456", tmp_path / "w")
