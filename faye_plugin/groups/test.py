@@ -33,7 +33,7 @@ def test_group(
     :param group_id: the group's id (task ids are prefixed with it).
     :param preview_url: the preview's URL (templated), e.g. ``http://a.preview.localhost:28801``.
     :param git_sha: the commit under test (templated; the request's ``git_sha`` by default). A short
-        sha is resolved to the full one (image tags and ``GIT_SHA`` carry the full sha).
+        sha is resolved to the full one for the image tag; ``GIT_SHA`` is the sha as given.
     :param preview_timeout_seconds: how long the preview may take to answer 2xx.
     """
     with TaskGroup(

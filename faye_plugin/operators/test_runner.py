@@ -132,6 +132,7 @@ class TestRunnerOperator(DockerOperator):
         self._server: DockerHost | None = None
         self._timed_out = False
         self._released_at: float | None = None
+        self._full_sha: str | None = None
 
     @property
     def cli(self) -> Any:
@@ -146,8 +147,9 @@ class TestRunnerOperator(DockerOperator):
             raise AirflowSkipException(f"service {spec.name!r} declares no tests")
         if not catalogue.test_servers:
             raise TestServerUnavailableError("the catalogue declares no test_servers")
-        # image tags carry the full sha: resolve a short one before holding a server
-        self.git_sha = GitSourceHook(spec.build.git_url).resolve(self.git_sha)
+        # image tags carry the full sha: resolve a short one before holding a server (GIT_SHA in the
+        # container stays the sha the request named, as the deploy sets it in the preview)
+        self._full_sha = GitSourceHook(spec.build.git_url).resolve(self.git_sha)
         ti = context["ti"]
         holder = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.try_number}"
         timeout = spec.test.timeout_minutes * 60
@@ -197,7 +199,7 @@ class TestRunnerOperator(DockerOperator):
         self.tls_client_cert = server.tls_client_cert
         self.tls_client_key = server.tls_client_key
         self.tls_verify = server.tls_verify
-        self.image = resolve_test_image(spec, self.git_sha)
+        self.image = resolve_test_image(spec, self._full_sha or self.git_sha)
         self.command = list(spec.test.command)
         self.environment = {
             **self.environment,
