@@ -45,6 +45,7 @@ class RevisionRuntime(Protocol):
 
     def start(self, revision: str, service_id: str, revision_id: str, template: dict[str, Any]) -> None: ...
     def stop(self, revision: str) -> None: ...
+    def forget(self, revision: str) -> None: ...
     def is_running(self, revision: str) -> bool: ...
     def port_of(self, revision: str) -> int | None: ...
 
@@ -246,6 +247,17 @@ class Engine:
             for name, service in self.store.services.items():
                 keep |= {f"{name}/revisions/{r}" for r in self._needed(service)}
             return keep
+
+    def revision_died(self, service_name: str, revision_id: str) -> None:
+        """The front door found a serving container gone: start it again, as Cloud Run replaces instances."""
+        full = f"{service_name}/revisions/{revision_id}"
+        with self.store.lock:
+            if self.runtime is None or full not in self.store.revisions:
+                return
+            log.warning("revision %s stopped answering: starting it again", full)
+            self.runtime.forget(full)
+            self._reconcile(service_name)
+            self.store.save()
 
     def revision_result(self, revision: str, ok: bool, message: str, port: int) -> None:
         """Record a container's readiness (runtime callback) and reconcile its service."""

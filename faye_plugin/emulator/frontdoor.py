@@ -33,6 +33,11 @@ async def proxy(request: Request, engine: Engine, client: httpx.AsyncClient,
     headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
     try:
         answer = await client.request(request.method, url, headers=headers, content=await request.body())
+    except httpx.ConnectError as err:  # the container died: replace it, like Cloud Run replaces instances
+        name = f"projects/{target[0]}/locations/{target[1]}/services/{target[2]}"
+        await run_in_threadpool(engine.revision_died, name, detail)
+        return PlainTextResponse(f"Bad Gateway: revision '{detail}' did not answer ({err}); it is being "
+                                 "restarted.\n", status_code=502)
     except httpx.HTTPError as err:
         return PlainTextResponse(f"Bad Gateway: revision '{detail}' did not answer: {err}\n", status_code=502)
     response = Response(content=answer.content, status_code=answer.status_code)

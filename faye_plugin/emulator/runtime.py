@@ -100,6 +100,11 @@ class Runtime:
             self._busy.add(revision)
         self._pool.submit(self._start, revision, service_id, revision_id, template)
 
+    def forget(self, revision: str) -> None:
+        """Mark a revision's container as gone (it stopped answering) so the next start replaces it."""
+        with self._lock:
+            self._ports.pop(revision, None)
+
     def stop(self, revision: str) -> None:
         """Stop and remove the revision's containers in the background."""
         with self._lock:

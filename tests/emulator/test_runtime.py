@@ -9,6 +9,8 @@ import requests
 from emulator_support import (
     Emulator,
     Images,
+    eventually,
+    kill_revision,
     patch,
     pinned,
     revision_of,
@@ -103,3 +105,18 @@ def test_restart_keeps_state_and_adopts_containers(fresh_emulator: Emulator, ima
     pr4 = next(s.uri for s in finished.traffic_statuses if s.tag == "pr-4")
     assert revision_of(emulator.get_via(pr4)) == "run-keep-pr-4"
     assert emulator.services().get_service(name=after.name).etag == finished.etag
+
+
+def test_a_serving_container_that_dies_is_replaced(emulator: Emulator, images: Images) -> None:
+    service = create_service(emulator.services(), "run-crash", images.marker)
+    revision = short(service.latest_ready_revision)
+    assert kill_revision(emulator.docker_url, revision) == 1
+    # The next request finds it gone (502) and has it replaced.
+    assert eventually(lambda: emulator.get_via(service.uri).status_code == 502)
+
+    def answers() -> bool:
+        reply = emulator.get_via(service.uri)
+        return reply.status_code == 200 and revision_of(reply) == revision
+
+    assert eventually(answers)
+    assert emulator.services().get_service(name=service.name).etag == service.etag
