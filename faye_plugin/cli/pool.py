@@ -45,12 +45,47 @@ def _sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def lease_rows(catalogue_path: Path | None = None) -> list[dict[str, Any]]:
+    """Return, per test server of the catalogue, who holds it (from the server's own lease)."""
+    import time
+
+    from faye_plugin.hooks.test_servers import UNREACHABLE_ERRORS, TestServerHook
+
+    rows: list[dict[str, Any]] = []
+    for server in load_catalogue(catalogue_path).test_servers:
+        row: dict[str, Any] = {"server": server.name, "docker_url": server.docker_url}
+        try:
+            lease = TestServerHook(server).current_lease()
+        except UNREACHABLE_ERRORS as err:
+            rows.append({**row, "state": f"unreachable: {err}"})
+            continue
+        if lease is None:
+            rows.append({**row, "state": "free"})
+        else:
+            state = "expired" if lease.expired() else "leased"
+            rows.append(
+                {**row, "state": state, "holder": lease.holder, "for_s": round(time.time() - lease.acquired)}
+            )
+    return rows
+
+
 def _status(args: argparse.Namespace) -> int:
     pool = client_from_args(args).pool(TEST_SERVERS_POOL)
     if pool is None:
         print(f"pool {TEST_SERVERS_POOL} does not exist: run `faye pool sync`")
         return 1
-    print(json.dumps(pool, indent=1))
+    rows = lease_rows(Path(args.catalogue) if args.catalogue else None)
+    if args.json:
+        print(json.dumps({"pool": pool, "servers": rows}, indent=1))
+        return 0
+    print(
+        f"pool {pool['name']}: {pool['slots']} slot(s), running {pool.get('running_slots', 0)}, "
+        f"deferred {pool.get('deferred_slots', 0)}, waiting {pool.get('queued_slots', 0)} queued + "
+        f"{pool.get('scheduled_slots', 0)} scheduled, include_deferred={pool.get('include_deferred')}"
+    )
+    for row in rows:
+        holder = f"  {row['holder']} ({row['for_s']} s)" if "holder" in row else ""
+        print(f"  {row['server']:<12} {row['state']:<8}{holder}")
     return 0
 
 
@@ -63,6 +98,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sync.add_argument("--catalogue", help="the catalogue YAML (default: [faye] catalogue / $FAYE_HOME)")
     add_airflow_flags(sync)
     sync.set_defaults(func=_sync)
-    status = sub.add_parser("status", help="print the pool as the API reports it")
+    status = sub.add_parser("status", help="the pool's slots and queue, and who holds each test server")
+    status.add_argument("--catalogue", help="the catalogue YAML (default: [faye] catalogue / $FAYE_HOME)")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
     add_airflow_flags(status)
     status.set_defaults(func=_status)

@@ -419,6 +419,14 @@ def test_a_test_without_a_free_server_waits_deferred_and_resumes_when_one_frees(
         while airflow_api.task_instances("faye_test", run_id)["test.run_tests"]["state"] != "deferred":
             assert time.monotonic() < deadline, "run_tests never deferred while every server was leased"
             time.sleep(0.5)
+        # visibly queued: deferred in the pool (holding its slot), every server leased to someone else
+        from faye_plugin.cli.pool import lease_rows
+
+        assert airflow_api.get("pools/faye_test_servers")["deferred_slots"] == 1
+        rows = lease_rows(Path(stack["catalogue"]))
+        assert [(r["state"], r["holder"]) for r in rows] == [
+            ("leased", f"squatter-{s.name}") for s in servers
+        ]
         freed = squatters[-1]
         assert freed is not None and TestServerHook(servers[-1]).release(freed)
         assert airflow_api.wait_run("faye_test", run_id, timeout=120)["state"] == "success"
