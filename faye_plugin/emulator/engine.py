@@ -1,21 +1,19 @@
-"""Cloud Run's behaviour: services, immutable revisions, traffic, etags, and reconciliation.
+"""Cloud Run's API behaviour: services, immutable revisions, traffic, etags, revisions' deletion.
 
-A write is checked and stored at once; its Operation stays `done: false` while the revisions its traffic
-needs start. Reconciliation then completes it: on success the traffic really moves
-(`trafficStatuses`), on a failed revision the service keeps serving from its previous revisions and the
-Operation ends with the revision's error, as Cloud Run does.
+A write is checked and stored at once; its Operation stays `done: false` until reconciliation
+(reconcile.py) has the revisions it needs running.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
 import random
 import string
 import uuid
-from typing import Any, Protocol
+from typing import Any
 
 from faye_plugin.emulator import validation as v
+from faye_plugin.emulator.reconcile import STARTING, Reconciler, RevisionRuntime
 from faye_plugin.emulator.resources import (
     REVISION_TYPE,
     SERVICE_TYPE,
@@ -33,21 +31,9 @@ from faye_plugin.emulator.resources import (
 from faye_plugin.emulator.store import Store
 from faye_plugin.exceptions import CloudRunApiError
 
-log = logging.getLogger(__name__)
-STARTING, READY, FAILED = "starting", "ready", "failed"
 COPIED_TEMPLATE_FIELDS = tuple(
     f.json_name for f in v.REVISION_MSG.DESCRIPTOR.fields if f.json_name not in ("labels", "annotations")
 )
-
-
-class RevisionRuntime(Protocol):
-    """What the engine needs from the container runtime."""
-
-    def start(self, revision: str, service_id: str, revision_id: str, template: dict[str, Any]) -> None: ...
-    def stop(self, revision: str) -> None: ...
-    def forget(self, revision: str) -> None: ...
-    def is_running(self, revision: str) -> bool: ...
-    def port_of(self, revision: str) -> int | None: ...
 
 
 def not_found(kind: str, resource_id: str, location: str, project: str) -> CloudRunApiError:
@@ -56,7 +42,7 @@ def not_found(kind: str, resource_id: str, location: str, project: str) -> Cloud
                                               f"'{location}' in project '{project}' does not exist.")
 
 
-class Engine:
+class Engine(Reconciler):
     """The emulated API, one method per RPC; every method holds the store's lock."""
 
     def __init__(self, store: Store, naming: Naming) -> None:
@@ -223,146 +209,6 @@ class Engine:
             revision_id = random.choices(picked, weights=weights)[0]["revision"]
             port = self.runtime.port_of(f"{name}/revisions/{revision_id}") if self.runtime else None
             return port, revision_id
-
-    # -- reconciliation ----------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """After a restart: resume every service's reconciliation (containers are adopted or restarted)."""
-        with self.store.lock:
-            for name in list(self.store.services):
-                self._reconcile(name)
-            if self.runtime is not None:  # revisions cut off mid-start: finish them so they get a state
-                keep = self.keep_set()
-                for full, meta in self.store.meta.items():
-                    if meta.get("state") == STARTING and full not in keep and full in self.store.revisions:
-                        service_name, _, revision_id = full.partition("/revisions/")
-                        service_id = split_service(service_name)[2]
-                        self.runtime.start(full, service_id, revision_id, meta["template"])
-            self.store.save()
-
-    def keep_set(self) -> set[str]:
-        """Revisions whose containers should exist now (the rest are strays)."""
-        with self.store.lock:
-            keep: set[str] = set()
-            for name, service in self.store.services.items():
-                keep |= {f"{name}/revisions/{r}" for r in self._needed(service)}
-            return keep
-
-    def revision_died(self, service_name: str, revision_id: str) -> None:
-        """The front door found a serving container gone: start it again, as Cloud Run replaces instances."""
-        full = f"{service_name}/revisions/{revision_id}"
-        with self.store.lock:
-            if self.runtime is None or full not in self.store.revisions:
-                return
-            log.warning("revision %s stopped answering: starting it again", full)
-            self.runtime.forget(full)
-            self._reconcile(service_name)
-            self.store.save()
-
-    def revision_result(self, revision: str, ok: bool, message: str, port: int) -> None:
-        """Record a container's readiness (runtime callback) and reconcile its service."""
-        with self.store.lock:
-            meta = self.store.meta.get(revision)
-            resource = self.store.revisions.get(revision)
-            if meta is None or resource is None:
-                if self.runtime:
-                    self.runtime.stop(revision)
-                return
-            log.info("revision %s: %s", revision, f"ready on port {port}" if ok else message)
-            if ok:
-                meta.update(state=READY)
-                if resource["conditions"][0]["state"] != "CONDITION_SUCCEEDED":
-                    resource["conditions"] = [condition("Ready", "CONDITION_SUCCEEDED")]
-            else:
-                meta.update(state=FAILED, message=message)
-                resource["conditions"] = [condition("Ready", "CONDITION_FAILED", message, "ERROR",
-                                                    reason="REVISION_FAILED")]
-            resource.update(reconciling=False, updateTime=now())
-            self._reconcile(resource["service"])
-            self.store.save()
-
-    def _reconcile(self, name: str) -> None:
-        service = self.store.services.get(name)
-        if service is None or self.runtime is None:
-            return
-        _, _, service_id = split_service(name)
-        waiting, failure = False, ""
-        wanted = self._targets(service) if service.get("reconciling") else set()
-        for revision_id in self._needed(service):
-            full = f"{name}/revisions/{revision_id}"
-            meta = self.store.meta[full]
-            if meta["state"] == FAILED:
-                # Only the spec's targets fail a write: a serving revision that died must not block
-                # moving traffic off it.
-                if revision_id in wanted:
-                    failure = failure or meta.get("message", f"Revision '{revision_id}' is not ready.")
-            elif meta["state"] == STARTING or not self.runtime.is_running(full):
-                waiting = True
-                self.runtime.start(full, service_id, revision_id, meta["template"])
-        if waiting and not failure:
-            service["reconciling"] = True
-            return
-        if not service.get("reconciling"):  # nothing asked for: keep serving what serves
-            self._stop_unserved(name, service)
-            return
-        service.update(reconciling=False, observedGeneration=service["generation"], updateTime=now())
-        latest = service.get("latestCreatedRevision", "")
-        if failure:
-            service["terminalCondition"] = condition("Ready", "CONDITION_FAILED", failure, "ERROR",
-                                                     reason="REVISION_FAILED")
-            service["conditions"] = [condition("RoutesReady", "CONDITION_SUCCEEDED"),
-                                     condition("ConfigurationsReady", "CONDITION_FAILED", failure, "ERROR")]
-        else:
-            if latest and self.store.meta.get(latest, {}).get("state") == READY:
-                service["latestReadyRevision"] = latest
-            service["trafficStatuses"] = self._statuses(name, service)
-            service["terminalCondition"] = condition("Ready", "CONDITION_SUCCEEDED")
-            service["conditions"] = [condition("RoutesReady", "CONDITION_SUCCEEDED"),
-                                     condition("ConfigurationsReady", "CONDITION_SUCCEEDED")]
-        public = service_wire(service)
-        for op_name in self.store.meta.get(name, {}).pop("ops", []):
-            op = self.store.operations.get(op_name)
-            if op is not None and not op["done"]:
-                finish_operation(op, public, ("FAILED_PRECONDITION", failure) if failure else None)
-        self._stop_unserved(name, service)
-
-    def _stop_unserved(self, name: str, service: dict[str, Any]) -> None:
-        """Stop the containers of revisions that serve no traffic and hold no tag."""
-        if self.runtime is None:
-            return
-        serving = {s["revision"] for s in service.get("trafficStatuses", [])}
-        for revision in self.store.revisions_of(name):
-            short = revision["name"].rsplit("/", 1)[1]
-            if short not in serving and self.runtime.is_running(revision["name"]):
-                self.runtime.stop(revision["name"])
-
-    def _needed(self, service: dict[str, Any]) -> set[str]:
-        """Revision ids that must be running: those serving now, the spec's targets, a starting latest."""
-        name = service["name"]
-        needed = {s["revision"] for s in service.get("trafficStatuses", [])}
-        if service.get("reconciling"):
-            needed |= self._targets(service)
-            latest = service.get("latestCreatedRevision", "")
-            if latest and self.store.meta.get(latest, {}).get("state") == STARTING:
-                needed.add(latest.rsplit("/", 1)[1])
-        return {r for r in needed if f"{name}/revisions/{r}" in self.store.revisions}
-
-    def _targets(self, service: dict[str, Any]) -> set[str]:
-        latest = service.get("latestCreatedRevision", "").rsplit("/", 1)[-1]
-        return {t.get("revision") or latest for t in service["traffic"]}
-
-    def _referenced(self, service: dict[str, Any]) -> set[str]:
-        return self._targets(service) | {s["revision"] for s in service.get("trafficStatuses", [])}
-
-    def _statuses(self, name: str, service: dict[str, Any]) -> list[dict[str, Any]]:
-        latest = service.get("latestCreatedRevision", "").rsplit("/", 1)[-1]
-        statuses = []
-        for target in service["traffic"]:
-            status = dict(target, revision=target.get("revision") or latest)
-            if target.get("tag"):
-                status["uri"] = self.naming.tag_uri(name, target["tag"])
-            statuses.append(status)
-        return statuses
 
     # -- writes ------------------------------------------------------------------------------------------
 
