@@ -245,3 +245,28 @@ def test_cleanup_removes_expired_and_keeps_live_and_pinned(stack, airflow_api, p
     assert f"pr-{PR_MAIN}" in tags(_service(peers))
     assert _through_proxy(stack, first_deploy["outcome"]["slot_url"]).status_code == 200
     set_record(f"pr-{PR_MAIN}", expires=int(time.time()) + 3600, pinned=False)
+
+
+def test_operation_trigger_reports_done_and_errors(peers) -> None:
+    """The deferrable wait's trigger, run as the triggerer runs it, against the emulator's operations."""
+    import asyncio
+
+    from faye_plugin.triggers.cloud_run import CloudRunOperationTrigger
+
+    async def first_event(trigger: CloudRunOperationTrigger) -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("the trigger ended without an event")
+
+    service = _service(peers)
+    service.annotations["faye.dev/trigger-test"] = str(time.time())
+    operation = peers["cloud_run"].start_update_service(service, update_mask=["annotations"])
+    conn_id = peers["spec"].cloud_run.gcp_conn_id
+    done = asyncio.run(first_event(CloudRunOperationTrigger(operation, conn_id, poll_interval=0.1)))
+    assert done == {"status": "success", "operation": operation, "message": "done after 1 poll(s)"}
+    assert CloudRunOperationTrigger(operation, conn_id).serialize()[0] == (
+        "faye_plugin.triggers.cloud_run.CloudRunOperationTrigger"
+    )
+    missing = operation.rsplit("/", 1)[0] + "/no-such-operation"
+    failed = asyncio.run(first_event(CloudRunOperationTrigger(missing, conn_id, poll_interval=0.1)))
+    assert failed["status"] == "error" and "NotFound" in failed["message"]
