@@ -5,7 +5,7 @@
   past it are left to finish their writes. Cleanup runs and other DAGs are never touched.
 - ``still_newest`` runs right before the first write (``release_slot``). It ends its own run as
   superseded if a newer deploy of the PR exists or Cloud Run records a newer request for the tag;
-  it waits (sensor, reschedule mode: no worker slot held) while an older deploy of the PR is inside its
+  it waits (deferred between looks: no worker slot held) while an older deploy of the PR is inside its
   writes; otherwise it records this run's request on the service and lets the writes begin.
 
 Both reach other runs only through Airflow's REST API (``faye_airflow_api``); the rules themselves are
@@ -19,9 +19,10 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import BaseOperator, BaseSensorOperator, PokeReturnValue
+from airflow.sdk import BaseOperator, PokeReturnValue
 
 from faye_plugin.exceptions import SlotBusyError, SupersededError
 from faye_plugin.queue import (
@@ -133,7 +134,7 @@ class SupersedeOlderRunsOperator(BaseOperator):
         return {"superseded": cancelled, "waiting_for": [r.run_id for r in plan.wait_for]}
 
 
-class StillNewestSensor(BaseSensorOperator):
+class StillNewestSensor(BaseOperator):
     """The safe point before a deploy's writes: proceed, wait, or step aside; and the slot claim.
 
     In one etag-guarded write on the service it records this run as the tag's newest request and, when
@@ -142,7 +143,14 @@ class StillNewestSensor(BaseSensorOperator):
     another preview is handled by the catalogue's slot policy (:func:`faye_plugin.queue.claim_decision`).
     While it waits, the run note says for what. Returns ``{"slot", "evict"}``.
 
-    :param slot: the slot chosen when the run started (templated; None: no claim, e.g. before H5 wires it).
+    Waiting is a loop of looks and deferrals (``TimeDeltaTrigger``): the task holds no worker slot and
+    shows as *deferred*. (A reschedule-mode sensor was tried first: under load, Airflow 3.3's scheduler
+    can process the exit of one reschedule try after the next try started, with the same try number,
+    and then fails the running try as "killed externally".)
+
+    :param slot: the slot chosen when the run started (templated; None: no claim).
+    :param poke_interval: seconds between two looks while waiting.
+    :param timeout: seconds to wait at most, then fail.
     :param airflow_api_conn_id: the connection to Airflow's REST API.
     """
 
@@ -150,15 +158,40 @@ class StillNewestSensor(BaseSensorOperator):
     ui_color = "#f0e4ff"
 
     def __init__(
-        self, *, slot: str | None = None, airflow_api_conn_id: str = "faye_airflow_api", **kwargs: Any
+        self,
+        *,
+        slot: str | None = None,
+        poke_interval: float = 3.0,
+        timeout: float = 6 * 3600,
+        airflow_api_conn_id: str = "faye_airflow_api",
+        **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("mode", "reschedule")
-        kwargs.setdefault("poke_interval", 2.0)
-        kwargs.setdefault("timeout", 6 * 3600)
         kwargs.setdefault("retries", 0)
         super().__init__(**kwargs)
         self.slot = slot
+        self.poke_interval = poke_interval
+        self.timeout = timeout
         self.airflow_api_conn_id = airflow_api_conn_id
+
+    def execute(self, context: Any, since: float | None = None) -> dict[str, Any]:
+        since = time.time() if since is None else since
+        looked = self.poke(context)
+        if looked.is_done:
+            return dict(looked.xcom_value or {})
+        if time.time() - since > self.timeout:
+            raise TimeoutError(f"still waiting after {self.timeout:.0f} s; giving up")
+        from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+        self.defer(
+            trigger=TimeDeltaTrigger(timedelta(seconds=self.poke_interval)),
+            method_name="execute_complete",
+            kwargs={"since": since},
+        )
+        raise AssertionError("defer() returns only by raising")  # pragma: no cover
+
+    def execute_complete(self, context: Any, event: Any = None, since: float | None = None) -> dict[str, Any]:
+        """Look again after a wait."""
+        return self.execute(context, since=since)
 
     def _wait(self, client: Any, me: RunInfo, why: str) -> PokeReturnValue:
         note = f"waiting for {why}"[:1000]
