@@ -153,10 +153,29 @@ def race_catalogue(stack: dict[str, Any], cli_env: None) -> Iterator[Path]:
     race["slots"] = list(RACE_SLOTS)
     data["services"][RACE_SERVICE] = race
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+    clear_race_previews()
     yield path
     data = yaml.safe_load(path.read_text())
     data["defaults"]["slot_policy"] = policy
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def clear_race_previews() -> None:
+    """Start from a service whose slots are all free (an earlier session may have left previews)."""
+    from faye_plugin.catalogue import load_catalogue
+    from faye_plugin.hooks.cloud_run import CloudRunPreviewHook, read_previews
+    from faye_plugin.hooks.proxy import ProxyHook
+    from faye_plugin.operators.removal import remove_preview
+
+    spec = load_catalogue().service(RACE_SERVICE)
+    cloud_run = CloudRunPreviewHook(gcp_conn_id=spec.cloud_run.gcp_conn_id)
+    proxy = ProxyHook(proxy_conn_id=spec.proxy_conn_id)
+    target = spec.cloud_run
+    service = cloud_run.get_service(project=target.project, region=target.region, service=target.service)
+    prs = {r.pr for r in read_previews(service).values()} if service is not None else set()
+    prs |= {int(r.pr) for r in proxy.list_slot_routes() if r.service == RACE_SERVICE}
+    for pr in sorted(prs):
+        remove_preview(spec, pr, cloud_run=cloud_run, proxy=proxy)
 
 
 def set_policy(path: Path, policy: str) -> None:
