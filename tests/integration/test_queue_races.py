@@ -59,6 +59,14 @@ def cli_env(stack: dict[str, Any]) -> Iterator[None]:
     mp.undo()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def queue_steps_wired(airflow_api: AirflowAPI) -> None:
+    """These tests need faye_deploy with its queue steps; say so plainly when they are missing."""
+    tasks = {t["task_id"] for t in airflow_api.get(f"dags/{DEPLOY}/tasks")["tasks"]}
+    missing = {"supersede_older_runs", "still_newest"} - tasks
+    assert not missing, f"faye_deploy lacks the queue steps {sorted(missing)} (queue_steps=True)"
+
+
 @pytest.fixture(scope="module")
 def shas(stack: dict[str, Any]) -> list[str]:
     """The sample repository's commits, newest first (at least two)."""
