@@ -54,7 +54,7 @@ def _test_group(preview_url: str) -> TaskGroup:
     return test_group(group_id="test", preview_url=preview_url)
 
 
-def build_deploy_dag(dag_id: str = DAG_ID, *, queue_steps: bool = False) -> DAG:
+def build_deploy_dag(dag_id: str = DAG_ID, *, queue_steps: bool = True) -> DAG:
     """Return the deploy DAG.
 
     ``queue_steps`` adds issue 6's ``supersede_older_runs`` (first) and ``still_newest`` (right before
