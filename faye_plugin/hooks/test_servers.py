@@ -203,19 +203,21 @@ def acquire_any(
     holder: str,
     ttl_seconds: float,
     lease_image: str = DEFAULT_LEASE_IMAGE,
-) -> tuple[DockerHost, Lease] | None:
+    timeout: int = 30,
+) -> tuple[TestServerHook, Lease] | None:
     """Lease the first free server of ``servers`` (in catalogue order); None when all are held.
 
-    A server that cannot be reached is skipped (it cannot run a test either).
+    Returns the server's hook (its ``server`` and a connected ``client``, reusable for the test) and
+    the lease. A server that cannot be reached is skipped (it cannot run a test either).
     """
     for server in servers:
-        hook = TestServerHook(server, lease_image=lease_image)
+        hook = TestServerHook(server, lease_image=lease_image, timeout=timeout)
         try:
             lease = hook.try_acquire(holder, ttl_seconds)
         except UNREACHABLE_ERRORS:
             continue
         if lease is not None:
-            return server, lease
+            return hook, lease
     return None
 
 

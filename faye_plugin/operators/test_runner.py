@@ -16,6 +16,7 @@ from faye_plugin.hooks.git import GitSourceHook
 from faye_plugin.hooks.test_servers import (
     DEFAULT_LEASE_IMAGE,
     LABEL_TEST_HOLDER,
+    UNREACHABLE_ERRORS,
     Lease,
     TestServerHook,
     acquire_any,
@@ -133,9 +134,15 @@ class TestRunnerOperator(DockerOperator):
         self._timed_out = False
         self._released_at: float | None = None
         self._full_sha: str | None = None
+        self._client: APIClient | None = None
+        self._lease_hook: TestServerHook | None = None
 
     @property
     def cli(self) -> Any:
+        """The leased server's client (already connected by the lease: no second ping/version round
+        trip while the server is held), or the provider's hook when a registry login is asked for."""
+        if self._client is not None and not self.docker_conn_id:
+            return ExitPollingClient(self._client)
         return ExitPollingClient(self.hook.api_client)
 
     def execute(self, context: Context) -> Any:
@@ -153,7 +160,9 @@ class TestRunnerOperator(DockerOperator):
         ti = context["ti"]
         holder = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.try_number}"
         timeout = spec.test.timeout_minutes * 60
-        taken = acquire_any(catalogue.test_servers, holder, timeout + LEASE_GRACE_SECONDS, self.lease_image)
+        taken = acquire_any(
+            catalogue.test_servers, holder, timeout + LEASE_GRACE_SECONDS, self.lease_image, self.timeout
+        )
         if taken is None:
             self.log.info(
                 "no free test server: waiting (deferred) for one of %d", len(catalogue.test_servers)
@@ -165,7 +174,8 @@ class TestRunnerOperator(DockerOperator):
                 method_name="execute_after_wait",
             )
         assert taken is not None
-        self._server, self._lease = taken
+        self._lease_hook, self._lease = taken
+        self._server, self._client = self._lease_hook.server, self._lease_hook.client
         lease = self._lease
         self.log.info("leased test server %s (until %.0f)", self._server.name, lease.expires)
         ti.xcom_push(key="lease", value=lease.to_dict())
@@ -224,7 +234,8 @@ class TestRunnerOperator(DockerOperator):
         if lease is None or server is None:
             return None
         self._lease = None
-        if TestServerHook(server, lease_image=self.lease_image).release(lease):
+        hook = self._lease_hook or TestServerHook(server, lease_image=self.lease_image)
+        if hook.release(lease):
             self.log.info("released test server %s", server.name)
             self._released_at = time.time()
             return self._released_at
@@ -232,7 +243,17 @@ class TestRunnerOperator(DockerOperator):
         return None
 
     def on_kill(self) -> None:
+        """Remove the test container at once (force: no stop grace) and release the lease.
+
+        Airflow gives a killed task a few seconds before SIGKILL (measured: 5 s), so nothing here may
+        wait: ``stop`` would spend its whole grace period on a shell that ignores SIGTERM.
+        """
         try:
-            super().on_kill()
+            if self.container is not None:
+                self.log.info("killed: removing the test container")
+                try:
+                    self.cli.remove_container(self.container["Id"], force=True)
+                except UNREACHABLE_ERRORS as err:  # APIError is a DockerException
+                    self.log.warning("could not remove the test container: %s", err)
         finally:
             self._release()
