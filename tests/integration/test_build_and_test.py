@@ -325,15 +325,21 @@ def test_a_test_killed_mid_run_frees_its_server(stack: dict[str, Any], airflow_a
     )
     assert resp.status_code == 200, resp.text
     hook = TestServerHook(held_on)
-    deadline = time.monotonic() + 60
-    while (lease := hook.current_lease()) is not None and f"/{run_id}/" in lease.holder:
-        assert time.monotonic() < deadline, f"{held_on.name} still leased to the killed run"
-        time.sleep(0.5)
-    left = hook.client.containers(all=True, filters={"label": "faye.test.holder"})
-    assert not [c for c in left if f"/{run_id}/" in c["Labels"].get("faye.test.holder", "")]
-    taken = hook.try_acquire("pytest/after-kill", 30)
-    assert taken is not None and taken.server == held_on.name
-    assert hook.release(taken)
+    try:
+        deadline = time.monotonic() + 60
+        while (lease := hook.current_lease()) is not None and f"/{run_id}/" in lease.holder:
+            assert time.monotonic() < deadline, f"{held_on.name} still leased to the killed run"
+            time.sleep(0.5)
+        left = hook.client.containers(all=True, filters={"label": "faye.test.holder"})
+        assert not [c for c in left if f"/{run_id}/" in c["Labels"].get("faye.test.holder", "")]
+        taken = hook.try_acquire("pytest/after-kill", 30)
+        assert taken is not None and taken.server == held_on.name
+        assert hook.release(taken)
+    finally:  # never leave a lease behind for the next test, whatever failed above
+        lease = hook.current_lease()
+        if lease is not None and (f"/{run_id}/" in lease.holder or lease.holder == "pytest/after-kill"):
+            hook.release(lease)
+            hook.remove_test_containers(lease.holder)
 
 
 def _wait_log(api: AirflowAPI, run_id: str, needle: str, timeout: float = 60) -> str:
