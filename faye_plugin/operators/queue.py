@@ -144,9 +144,11 @@ class StillNewestSensor(BaseOperator):
     While it waits, the run note says for what. Returns ``{"slot", "evict"}``.
 
     Waiting is a loop of looks and deferrals (``TimeDeltaTrigger``): the task holds no worker slot and
-    shows as *deferred*. (A reschedule-mode sensor was tried first: under load, Airflow 3.3's scheduler
-    can process the exit of one reschedule try after the next try started, with the same try number,
-    and then fails the running try as "killed externally".)
+    shows as *deferred*. The pause is 15 s on purpose: Airflow 3.3's LocalExecutor keys a task by its try
+    number, so when a resumed try is queued before the executor has collected the exit of the try that
+    deferred (or rescheduled), the scheduler sees "finished with state success" for a running task and
+    fails it as killed externally. Seen here with 2-3 s pauses on a loaded machine, in reschedule mode
+    and with deferrals alike; a pause well above one scheduler loop avoids it.
 
     :param slot: the slot chosen when the run started (templated; None: no claim).
     :param poke_interval: seconds between two looks while waiting.
@@ -161,7 +163,7 @@ class StillNewestSensor(BaseOperator):
         self,
         *,
         slot: str | None = None,
-        poke_interval: float = 3.0,
+        poke_interval: float = 15.0,
         timeout: float = 6 * 3600,
         airflow_api_conn_id: str = "faye_airflow_api",
         **kwargs: Any,
