@@ -369,6 +369,14 @@ def supersede_task(task_id: str = SUPERSEDE_TASK_ID, **kwargs: Any) -> Supersede
     return SupersedeOlderRunsOperator(task_id=task_id, **kwargs)
 
 
+# The slot the deploy DAG chose in get_cloud_run_config, as prepare_configs hands it on (multiple_outputs).
+DEPLOY_SLOT = "{{ ti.xcom_pull(task_ids='prepare_configs', key='slot') }}"
+
+
 def still_newest_task(task_id: str = SAFE_POINT_TASK_ID, **kwargs: Any) -> StillNewestSensor:
-    """The safe-point check, placed right before ``release_slot`` (the first write)."""
+    """The safe-point check and slot claim, placed right before ``release_slot`` (the first write).
+
+    ``slot`` defaults to the slot ``prepare_configs`` passes on in faye_deploy.
+    """
+    kwargs.setdefault("slot", DEPLOY_SLOT)
     return StillNewestSensor(task_id=task_id, **kwargs)
