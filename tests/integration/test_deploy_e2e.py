@@ -115,6 +115,10 @@ def first_deploy(stack: dict[str, Any], airflow_api: AirflowAPI, peers: dict[str
         "unknown slot 'zz'": airflow_api.trigger(
             "faye_deploy", {"service": SERVICE, "pr": PR_OTHER, "git_sha": sha, "slot": "zz"}
         ),
+        # tag "pr-1000...0" (44 chars) + "hello" breaks Cloud Run's 46-character limit
+        "Cloud Run allows at most 46": airflow_api.trigger(
+            "faye_deploy", {"service": SERVICE, "pr": 10**41, "git_sha": sha}
+        ),
     }
     return {
         "sha": sha,
@@ -193,7 +197,7 @@ def test_invalid_conf_is_refused_with_400(stack, airflow_api) -> None:
     assert airflow_api.get("dags/faye_deploy/dagRuns", limit=1)["total_entries"] == before
 
 
-def test_unknown_service_or_slot_fails_at_once(stack, airflow_api, first_deploy) -> None:
+def test_unknown_service_slot_or_too_long_tag_fails_at_once(stack, airflow_api, first_deploy) -> None:
     for message, run in first_deploy["background"].items():
         if message == "expiring":
             continue
@@ -270,3 +274,20 @@ def test_operation_trigger_reports_done_and_errors(peers) -> None:
     missing = operation.rsplit("/", 1)[0] + "/no-such-operation"
     failed = asyncio.run(first_event(CloudRunOperationTrigger(missing, conn_id, poll_interval=0.1)))
     assert failed["status"] == "error" and "NotFound" in failed["message"]
+
+
+def test_requested_slot_evicts_its_holder(stack, airflow_api, peers, first_deploy) -> None:
+    """Runs last: PR 503 asks for PR 501's slot; PR 501's route, tag and record go, PR 503 answers there."""
+    from faye_plugin.hooks.cloud_run import read_previews, tags
+
+    slot = first_deploy["outcome"]["slot"]
+    conf = {"service": SERVICE, "pr": PR_OTHER, "git_sha": first_deploy["sha"], "slot": slot}
+    run, tis = _deploy(airflow_api, conf)
+    assert run["state"] == "success", {k: v["state"] for k, v in tis.items()}
+    released = _xcom(airflow_api, run["dag_run_id"], "release_slot")["released"]
+    assert [(r["pr"], r["tag_removed"], r["routes_removed"]) for r in released] == [(PR_MAIN, True, [slot])]
+    service = _service(peers)
+    assert f"pr-{PR_MAIN}" not in tags(service) and f"pr-{PR_MAIN}" not in read_previews(service)
+    assert read_previews(service)[f"pr-{PR_OTHER}"].slot == slot
+    answer = _through_proxy(stack, first_deploy["outcome"]["slot_url"])
+    assert answer.status_code == 200 and answer.headers["X-Faye-Pr"] == str(PR_OTHER)
