@@ -178,12 +178,12 @@ class TestRunnerOperator(DockerOperator):
         self._server, self._client = self._lease_hook.server, self._lease_hook.client
         lease = self._lease
         self.log.info("leased test server %s (until %.0f)", self._server.name, lease.expires)
-        ti.xcom_push(key="lease", value=lease.to_dict())
-        self._configure(spec, self._server, holder)
         watchdog = threading.Timer(timeout, self._stop_on_timeout)
         watchdog.daemon = True
-        watchdog.start()
-        try:
+        try:  # from here on, whatever happens, the lease is released
+            ti.xcom_push(key="lease", value=lease.to_dict())
+            self._configure(spec, self._server, holder)
+            watchdog.start()
             return super().execute(context)
         except DockerContainerFailedException:
             if self._timed_out:
