@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 from faye_testing import AirflowAPI
 
 pytestmark = pytest.mark.integration
@@ -98,8 +99,31 @@ def _through_proxy(stack: dict[str, Any], slot_url: str) -> requests.Response:
     return requests.get(stack["proxy_url"], headers={"Host": host}, timeout=10)
 
 
+LONG_SERVICE = "a-service-whose-name-is-too-long-for-tags"  # 41 characters
+
+
 @pytest.fixture(scope="module")
-def first_deploy(stack: dict[str, Any], airflow_api: AirflowAPI, peers: dict[str, Any]) -> dict[str, Any]:
+def long_service(stack: dict[str, Any]) -> Iterator[str]:
+    """A catalogue service whose name plus ``pr-<N>`` exceeds Cloud Run's 46 characters (module only)."""
+    path = Path(stack["catalogue"])
+    original = path.read_text()
+    data = yaml.safe_load(original)
+    data["services"][LONG_SERVICE] = {
+        **data["services"][SERVICE],
+        "cloud_run": {**data["services"][SERVICE]["cloud_run"], "service": LONG_SERVICE},
+        "slots": ["zlong"],
+    }
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        yield LONG_SERVICE
+    finally:
+        path.write_text(original)
+
+
+@pytest.fixture(scope="module")
+def first_deploy(
+    stack: dict[str, Any], airflow_api: AirflowAPI, peers: dict[str, Any], long_service: str
+) -> dict[str, Any]:
     """PR 501 at HEAD; once it is green, the runs that do not depend on PR 501 start in the background."""
     sha = _sha(stack)
     run, tis = _deploy(airflow_api, {"service": SERVICE, "pr": PR_MAIN, "git_sha": sha})
@@ -115,9 +139,9 @@ def first_deploy(stack: dict[str, Any], airflow_api: AirflowAPI, peers: dict[str
         "unknown slot 'zz'": airflow_api.trigger(
             "faye_deploy", {"service": SERVICE, "pr": PR_OTHER, "git_sha": sha, "slot": "zz"}
         ),
-        # tag "pr-1000...0" (44 chars) + "hello" breaks Cloud Run's 46-character limit
+        # "pr-503" + a 41-character service name breaks Cloud Run's 46-character limit
         "Cloud Run allows at most 46": airflow_api.trigger(
-            "faye_deploy", {"service": SERVICE, "pr": 10**41, "git_sha": sha}
+            "faye_deploy", {"service": long_service, "pr": PR_OTHER, "git_sha": sha}
         ),
     }
     return {
