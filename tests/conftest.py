@@ -3,8 +3,10 @@
 * ``stack`` (session): runs ``faye stack up --json`` with ``FAYE_HOME`` / ``FAYE_PORT_BASE`` from the
   environment, else ``<repo>/.faye-test`` and ``28800``, and yields the status dict (the same object
   as ``faye stack status --json``: ``airflow_url``, ``registry_url``, ``build_docker_url``,
-  ``test_docker_urls``, ``sample_repo``, ...). It runs ``faye stack down`` at the end of the session
-  unless ``FAYE_KEEP_STACK=1`` (handy while iterating: the next session's ``up`` then takes a second).
+  ``run_docker_url``, ``test_docker_urls``, ``sample_repo``, ...). At the end of the session it runs
+  ``faye stack down`` and fails the session if a process of the stack is left, unless
+  ``FAYE_KEEP_STACK=1`` (handy while iterating: the next session's ``up`` then takes a second).
+  Session fixtures that use the stack in their teardown must depend on ``stack``.
 * ``airflow_api`` (session): a ``faye_testing.AirflowAPI`` logged in as the stack's ``faye`` user.
 * ``faye_cli`` (session): :func:`faye`, to run the ``faye`` CLI against the test stack.
 
@@ -23,7 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from faye_testing import REPO, AirflowAPI, faye
+from faye_testing import REPO, AirflowAPI, faye, stack_env
 
 os.environ.setdefault("AIRFLOW_HOME", str(REPO / ".cache" / "airflow-test-home"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
@@ -47,7 +49,21 @@ def stack() -> Iterator[dict[str, Any]]:
         yield json.loads(proc.stdout)
     finally:
         if os.environ.get("FAYE_KEEP_STACK") != "1":
-            faye("stack", "down", check=False)
+            _down_and_check()
+
+
+def _down_and_check() -> None:
+    """``faye stack down``, then fail if anything of the stack still runs."""
+    from faye_plugin.stack import podman
+    from faye_plugin.stack.config import StackConfig
+    from faye_plugin.stack.processes import session_members
+
+    cfg = StackConfig.from_env(stack_env())
+    sessions = [int(json.loads(p.read_text())["pid"]) for p in cfg.run_dir.glob("*.pid")]
+    proc = faye("stack", "down", check=False)
+    left = [p for sid in sessions for p in session_members(sid)] + podman.conmon_pids(cfg)
+    if proc.returncode != 0 or left:
+        pytest.fail(f"faye stack down left pids {left} (exit {proc.returncode}): {proc.stderr[-2000:]}")
 
 
 @pytest.fixture(scope="session")

@@ -130,9 +130,13 @@ def test_down_leaves_no_process_behind(stack: dict[str, Any], faye_cli: Any) -> 
         client.close()
     cfg = StackConfig.from_env({"FAYE_HOME": stack["state_dir"]})
     assert podman.conmon_pids(cfg)
-    faye_cli("stack", "down")
-    left = {p for pid in pids.values() for p in session_members(pid)}
-    assert left == set()
-    assert podman.conmon_pids(cfg) == []
-    status = json.loads(faye_cli("stack", "status", "--json", check=False).stdout)
-    assert status["pids"] == {}
+    try:
+        faye_cli("stack", "down")
+        left = {p for pid in pids.values() for p in session_members(pid)}
+        assert left == set()
+        assert podman.conmon_pids(cfg) == []
+        status = json.loads(faye_cli("stack", "status", "--json", check=False).stdout)
+        assert status["pids"] == {}
+    finally:
+        # Other session fixtures still use the stack in their own teardown: bring it back.
+        faye_cli("stack", "up", check=False)
