@@ -315,3 +315,29 @@ def test_requested_slot_evicts_its_holder(stack, airflow_api, peers, first_deplo
     assert read_previews(service)[f"pr-{PR_OTHER}"].slot == slot
     answer = _through_proxy(stack, first_deploy["outcome"]["slot_url"])
     assert answer.status_code == 200 and answer.headers["X-Faye-Pr"] == str(PR_OTHER)
+
+
+def test_secret_reaches_the_revision_but_no_log_or_xcom(stack, airflow_api, peers, first_deploy) -> None:
+    """``secret_env`` DATABASE_PASSWORD (conn:faye_hello_db:password) is set on the revision only."""
+    conn = json.loads(_env_from_sh(Path(stack["env_sh"]))["AIRFLOW_CONN_FAYE_HELLO_DB"])
+    secret = conn["password"]
+    assert len(secret) >= 8
+    target = peers["spec"].cloud_run
+    revision = peers["cloud_run"].get_revision(
+        f"projects/{target.project}/locations/{target.region}/services/{target.service}"
+        f"/revisions/{first_deploy['outcome']['revision']}"
+    )
+    env = {e.name: e.value for e in revision.containers[0].env}
+    assert env["DATABASE_PASSWORD"] == secret
+    run_id = first_deploy["run"]["dag_run_id"]
+    for task_id, ti in first_deploy["tis"].items():
+        if ti["state"] != "success" or "[" in task_id:
+            continue
+        assert secret not in _log_text(airflow_api, "faye_deploy", run_id, task_id), task_id
+        path = f"dags/faye_deploy/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries"
+        for entry in airflow_api.get(path)["xcom_entries"]:
+            value = airflow_api.get(f"{path}/{entry['key']}")
+            assert secret not in json.dumps(value), (task_id, entry["key"])
+    artifacts = Path(stack["state_dir"]) / "artifacts" / "faye_deploy" / run_id
+    assert "DATABASE_PASSWORD" in (artifacts / ".env").read_text()
+    assert secret not in (artifacts / ".env").read_text() + (artifacts / "docker-compose.yaml").read_text()
