@@ -24,7 +24,7 @@ from faye_plugin.configs import (
 )
 from faye_plugin.exceptions import SlotBusyError
 from faye_plugin.params import validate_request
-from faye_plugin.queue import choose_slot
+from faye_plugin.queue import choose_slot, claim_holders
 
 # The Cloud Run client library (hooks.cloud_run, previews) is imported only by the steps that use it.
 
@@ -39,6 +39,7 @@ def get_cloud_run_config(params: dict[str, Any]) -> dict[str, Any]:
     """
     from faye_plugin.hooks.cloud_run import CloudRunPreviewHook, check_tag_limits, read_previews, tag_revision
     from faye_plugin.hooks.proxy import ProxyHook
+    from faye_plugin.operators.queue import read_requests
     from faye_plugin.previews import holders_by_slot, ttl_hours
 
     request = validate_request({k: v for k, v in params.items() if v is not None})
@@ -55,7 +56,23 @@ def get_cloud_run_config(params: dict[str, Any]) -> dict[str, Any]:
     )
     records = read_previews(service) if service is not None else {}
     routes = ProxyHook(proxy_conn_id=spec.proxy_conn_id).list_slot_routes()
-    holders = holders_by_slot(spec.name, records.values(), routes)
+    now = time.time()
+    # Other PRs' holdings as issue 6's safe point sees them (a fresh claim counts as mid-deploy), plus
+    # the slot this PR holds itself, so a redeploy keeps its slot.
+    others = claim_holders(
+        pr=request.pr,
+        records=records.values(),
+        requests=read_requests(dict(service.annotations)) if service is not None else {},
+        routes=routes,
+        service=spec.name,
+        now=now,
+    )
+    mine = {
+        slot: holder
+        for slot, holder in holders_by_slot(spec.name, records.values(), routes).items()
+        if holder.pr == request.pr
+    }
+    holders = {**mine, **others}
     decision = choose_slot(
         service=spec.name,
         pr=request.pr,
@@ -63,7 +80,7 @@ def get_cloud_run_config(params: dict[str, Any]) -> dict[str, Any]:
         service_slots=spec.slots,
         holders=holders,
         policy=catalogue.defaults.slot_policy,
-        now=time.time(),
+        now=now,
     )
     if decision.slot is None:
         raise SlotBusyError(decision.reason)
