@@ -23,7 +23,8 @@ Every 15 minutes (and whenever triggered): for each catalogue service, the previ
 Cloud Run annotation `faye.dev/previews` has passed are removed — their proxy route first, then their
 Cloud Run tag and their record (which is also their slot claim). A **pinned** preview
 (`faye pin <service> <pr>`, i.e. `"pinned": true` in its record) is kept past its expiry.
-Routes that point at a tag Cloud Run no longer serves are removed too.
+Routes that point at a tag Cloud Run no longer serves are removed too, and so are preview revisions
+that no traffic target refers to any more (Cloud Run keeps at most 1000 revisions per service).
 """
 
 
@@ -79,6 +80,42 @@ def remove_dangling_routes() -> list[dict[str, Any]]:
     return removed
 
 
+def prune_revisions() -> list[str]:
+    """Delete faye's preview revisions that no traffic target refers to any more.
+
+    A revision labelled ``faye-pr`` that is neither in the service's traffic (spec or status) nor its
+    latest ready/created revision serves nothing: its preview was replaced by a newer sha or removed.
+    Cloud Run keeps such revisions (at most 1000 per service), so they are deleted here. Production
+    revisions (no ``faye-pr`` label) are never touched.
+    """
+    from faye_plugin.catalogue import load_catalogue
+    from faye_plugin.hooks.cloud_run import CloudRunPreviewHook, short_name
+    from faye_plugin.previews import LABEL_PR
+
+    pruned = []
+    for spec in load_catalogue().services.values():
+        target = spec.cloud_run
+        hook = CloudRunPreviewHook(gcp_conn_id=target.gcp_conn_id)
+        service = hook.get_service(project=target.project, region=target.region, service=target.service)
+        if service is None:
+            continue
+        referenced = {t.revision for t in service.traffic if t.revision}
+        referenced |= {t.revision for t in service.traffic_statuses if t.revision}
+        referenced |= {
+            short_name(n) for n in (service.latest_ready_revision, service.latest_created_revision) if n
+        }
+        for revision in hook.list_revisions(
+            project=target.project, region=target.region, service=target.service
+        ):
+            name = short_name(revision.name)
+            if LABEL_PR in revision.labels and name not in referenced and hook.delete_revision(revision.name):
+                log.info(
+                    "Deleted revision %s of %s (preview PR %s)", name, spec.name, revision.labels[LABEL_PR]
+                )
+                pruned.append(name)
+    return pruned
+
+
 def build_cleanup_dag(dag_id: str = DAG_ID, *, every: timedelta = timedelta(minutes=15)) -> DAG:
     """Return the cleanup DAG, scheduled ``every`` interval, one run at a time."""
     from faye_plugin.operators.cloud_run import RemovePreviewOperator
@@ -107,5 +144,10 @@ def build_cleanup_dag(dag_id: str = DAG_ID, *, every: timedelta = timedelta(minu
         removed = RemovePreviewOperator.partial(task_id="remove_expired", only_expired=True).expand_kwargs(
             expired
         )
-        removed >> remove_dangling()
+
+        @task(trigger_rule=TriggerRule.NONE_FAILED)
+        def remove_unused_revisions() -> list[str]:
+            return prune_revisions()
+
+        removed >> remove_dangling() >> remove_unused_revisions()
     return dag

@@ -174,6 +174,32 @@ def test_first_deploy_answers_with_its_sha(stack, airflow_api, peers, first_depl
     assert record.revision == outcome["revision"]
 
 
+def test_secret_reaches_the_revision_but_no_log_or_xcom(stack, airflow_api, peers, first_deploy) -> None:
+    """``secret_env`` DATABASE_PASSWORD (conn:faye_hello_db:password) is set on the revision only."""
+    conn = json.loads(_env_from_sh(Path(stack["env_sh"]))["AIRFLOW_CONN_FAYE_HELLO_DB"])
+    secret = conn["password"]
+    assert len(secret) >= 8
+    target = peers["spec"].cloud_run
+    revision = peers["cloud_run"].get_revision(
+        f"projects/{target.project}/locations/{target.region}/services/{target.service}"
+        f"/revisions/{first_deploy['outcome']['revision']}"
+    )
+    env = {e.name: e.value for e in revision.containers[0].env}
+    assert env["DATABASE_PASSWORD"] == secret
+    run_id = first_deploy["run"]["dag_run_id"]
+    for task_id, ti in first_deploy["tis"].items():
+        if ti["state"] != "success" or "[" in task_id:
+            continue
+        assert secret not in _log_text(airflow_api, "faye_deploy", run_id, task_id), task_id
+        path = f"dags/faye_deploy/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries"
+        for entry in airflow_api.get(path)["xcom_entries"]:
+            value = airflow_api.get(f"{path}/{entry['key']}")
+            assert secret not in json.dumps(value), (task_id, entry["key"])
+    artifacts = Path(stack["state_dir"]) / "artifacts" / "faye_deploy" / run_id
+    assert "DATABASE_PASSWORD" in (artifacts / ".env").read_text()
+    assert secret not in (artifacts / ".env").read_text() + (artifacts / "docker-compose.yaml").read_text()
+
+
 def test_same_sha_again_is_a_noop(stack, airflow_api, peers, first_deploy) -> None:
     before = _revision_names(peers)
     run, tis = _deploy(airflow_api, {"service": SERVICE, "pr": PR_MAIN, "git_sha": first_deploy["sha"]})
@@ -234,7 +260,7 @@ def test_unknown_service_slot_or_too_long_tag_fails_at_once(stack, airflow_api, 
 
 
 def test_cleanup_removes_expired_and_keeps_live_and_pinned(stack, airflow_api, peers, first_deploy) -> None:
-    from faye_plugin.hooks.cloud_run import read_previews, tags, write_previews
+    from faye_plugin.hooks.cloud_run import read_previews, tag_revision, tags, write_previews
 
     run_id = first_deploy["background"]["expiring"]["dag_run_id"]
     run = airflow_api.wait_run("faye_deploy", run_id, timeout=420)
@@ -265,6 +291,10 @@ def test_cleanup_removes_expired_and_keeps_live_and_pinned(stack, airflow_api, p
         assert peers["proxy"].get_slot_route(expiring["slot"]) is None
         assert f"pr-{PR_MAIN}" in tags(service)
         assert _through_proxy(stack, first_deploy["outcome"]["slot_url"]).status_code == 200
+        # revisions nothing refers to are gone (PR 502's, PR 501's replaced one); the serving one stays
+        assert _revision_names(peers, PR_EXPIRING) == set()
+        serving = {t.revision for t in service.traffic if t.revision}  # the tags' and the percents'
+        assert tag_revision(service, f"pr-{PR_MAIN}") in _revision_names(peers, PR_MAIN) <= serving
 
     # pinned: kept past its expiry
     set_record(f"pr-{PR_MAIN}", expires=int(time.time()) - 60, pinned=True)
@@ -315,29 +345,3 @@ def test_requested_slot_evicts_its_holder(stack, airflow_api, peers, first_deplo
     assert read_previews(service)[f"pr-{PR_OTHER}"].slot == slot
     answer = _through_proxy(stack, first_deploy["outcome"]["slot_url"])
     assert answer.status_code == 200 and answer.headers["X-Faye-Pr"] == str(PR_OTHER)
-
-
-def test_secret_reaches_the_revision_but_no_log_or_xcom(stack, airflow_api, peers, first_deploy) -> None:
-    """``secret_env`` DATABASE_PASSWORD (conn:faye_hello_db:password) is set on the revision only."""
-    conn = json.loads(_env_from_sh(Path(stack["env_sh"]))["AIRFLOW_CONN_FAYE_HELLO_DB"])
-    secret = conn["password"]
-    assert len(secret) >= 8
-    target = peers["spec"].cloud_run
-    revision = peers["cloud_run"].get_revision(
-        f"projects/{target.project}/locations/{target.region}/services/{target.service}"
-        f"/revisions/{first_deploy['outcome']['revision']}"
-    )
-    env = {e.name: e.value for e in revision.containers[0].env}
-    assert env["DATABASE_PASSWORD"] == secret
-    run_id = first_deploy["run"]["dag_run_id"]
-    for task_id, ti in first_deploy["tis"].items():
-        if ti["state"] != "success" or "[" in task_id:
-            continue
-        assert secret not in _log_text(airflow_api, "faye_deploy", run_id, task_id), task_id
-        path = f"dags/faye_deploy/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries"
-        for entry in airflow_api.get(path)["xcom_entries"]:
-            value = airflow_api.get(f"{path}/{entry['key']}")
-            assert secret not in json.dumps(value), (task_id, entry["key"])
-    artifacts = Path(stack["state_dir"]) / "artifacts" / "faye_deploy" / run_id
-    assert "DATABASE_PASSWORD" in (artifacts / ".env").read_text()
-    assert secret not in (artifacts / ".env").read_text() + (artifacts / "docker-compose.yaml").read_text()

@@ -64,6 +64,7 @@ def test_cleanup_is_scheduled_one_run_at_a_time(bag) -> None:
     assert dag.schedule is not None
     assert dag.catchup is False
     assert dag.get_task("remove_dangling").trigger_rule == "none_failed"
+    assert dag.get_task("remove_unused_revisions").upstream_task_ids == {"remove_dangling"}
 
 
 @pytest.mark.parametrize(
