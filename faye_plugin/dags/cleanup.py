@@ -53,7 +53,11 @@ def find_expired_previews(now: float | None = None) -> list[dict[str, Any]]:
 
 
 def remove_dangling_routes() -> list[dict[str, Any]]:
-    """Remove slot routes of catalogue services whose tag Cloud Run no longer serves."""
+    """Remove slot routes of catalogue services whose tag Cloud Run no longer serves.
+
+    Only for services that exist on Cloud Run: a route of a service Cloud Run does not know is left
+    alone (a wrong project or credentials must not wipe the proxy).
+    """
     from faye_plugin.catalogue import load_catalogue
     from faye_plugin.hooks.cloud_run import CloudRunPreviewHook, tags
     from faye_plugin.hooks.proxy import ProxyHook
@@ -71,7 +75,9 @@ def remove_dangling_routes() -> list[dict[str, Any]]:
             service = CloudRunPreviewHook(gcp_conn_id=target.gcp_conn_id).get_service(
                 project=target.project, region=target.region, service=target.service
             )
-            if service is None or route.tag not in tags(service):
+            if service is None:
+                continue  # no such service on Cloud Run: not for faye to judge (wrong project? a test?)
+            if route.tag not in tags(service):
                 # Re-check the route itself: a deploy may have re-routed the slot meanwhile.
                 again = proxy.get_slot_route(route.slot)
                 if again is not None and (again.service, again.tag) == (route.service, route.tag):
