@@ -137,3 +137,17 @@ def sha_matches(requested: str, deployed: str | None) -> bool:
         return False
     requested, deployed = requested.lower(), deployed.lower()
     return deployed == requested or (len(requested) < len(deployed) and deployed.startswith(requested))
+
+
+def slot_to_wait_for(holders: Mapping[str, Holder], service_slots: Iterable[str]) -> str | None:
+    """Return the slot a deploy that must wait for one should queue on, or None if waiting is hopeless.
+
+    That is the slot of the least recently used preview that is not pinned (a mid-deploy one counts
+    from its claim): it is the first to become evictable. Every slot pinned → None.
+    """
+    candidates = [
+        (holder.deployed_at if holder.deployed_at is not None else (holder.claimed_at or 0.0), slot)
+        for slot in service_slots
+        if (holder := holders.get(slot)) is not None and not holder.pinned
+    ]
+    return min(candidates)[1] if candidates else None

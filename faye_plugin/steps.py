@@ -40,7 +40,7 @@ def get_cloud_run_config(params: dict[str, Any]) -> dict[str, Any]:
     from faye_plugin.hooks.cloud_run import CloudRunPreviewHook, check_tag_limits, read_previews, tag_revision
     from faye_plugin.hooks.proxy import ProxyHook
     from faye_plugin.operators.queue import read_requests
-    from faye_plugin.previews import holders_by_slot, ttl_hours
+    from faye_plugin.previews import holders_by_slot, slot_to_wait_for, ttl_hours
 
     request = validate_request({k: v for k, v in params.items() if v is not None})
     catalogue = load_catalogue()
@@ -82,16 +82,22 @@ def get_cloud_run_config(params: dict[str, Any]) -> dict[str, Any]:
         policy=catalogue.defaults.slot_policy,
         now=now,
     )
-    if decision.slot is None:
-        raise SlotBusyError(decision.reason)
-    log.info("Slot %s for %s PR %d: %s", decision.slot, spec.name, request.pr, decision.reason)
+    slot, reason = decision.slot, decision.reason
+    if slot is None:
+        # No slot may be taken now (policy ``wait``, or every holder mid-deploy): queue on the slot
+        # that frees first; issue 6's safe point (still_newest) waits there until it may be claimed.
+        slot = slot_to_wait_for(holders, spec.slots)
+        if slot is None:
+            raise SlotBusyError(f"{decision.reason}; every slot is pinned, so waiting cannot help")
+        reason = f"waiting for slot {slot}: {decision.reason}"
+    log.info("Slot %s for %s PR %d: %s", slot, spec.name, request.pr, reason)
     return {
         "service": spec.name,
         "pr": request.pr,
         "git_sha": request.git_sha,
         "tag": request.tag,
-        "slot": decision.slot,
-        "slot_reason": decision.reason,
+        "slot": slot,
+        "slot_reason": reason,
         "evicts": decision.evict.pr if decision.evict else None,
         "ttl_hours": hours,
         "force_build": request.force_build,

@@ -16,10 +16,11 @@ from faye_plugin.previews import (
     holders_by_slot,
     is_expired,
     sha_matches,
+    slot_to_wait_for,
     ttl_hours,
     with_expiry,
 )
-from faye_plugin.queue import choose_slot
+from faye_plugin.queue import Holder, choose_slot
 
 SHA = "a" * 40
 
@@ -150,3 +151,13 @@ def test_sha_matches_prefix_and_full() -> None:
     assert not sha_matches("b" * 40, SHA)
     assert not sha_matches(SHA, None)
     assert not sha_matches(SHA, "aaaaaaa")
+
+
+def test_slot_to_wait_for_is_the_least_recently_used_unpinned() -> None:
+    holders = {
+        "a": Holder(pr=1, deployed_at=50.0, pinned=True),
+        "b": Holder(pr=2, deployed_at=300.0),
+        "c": Holder(pr=3, deployed_at=None, claimed_at=200.0),  # mid-deploy, claimed at 200
+    }
+    assert slot_to_wait_for(holders, ("a", "b", "c")) == "c"
+    assert slot_to_wait_for({"a": holders["a"]}, ("a",)) is None
