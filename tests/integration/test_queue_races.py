@@ -257,8 +257,11 @@ def test_a_cleanup_during_a_deploy_keeps_its_tag_and_the_queue_shows_the_test_se
     leases = wait_for(take_all, "both test servers to be free", timeout=300)
     assert len(leases) == len(servers) >= 1
     try:
-        run = airflow_api.trigger(DEPLOY, {"service": "hello", "pr": 621, "git_sha": shas[0]})
+        run = airflow_api.trigger(DEPLOY, {"service": "hello", "pr": 621, "git_sha": shas[0], "priority": 50})
         run_id = run["dag_run_id"]
+        # faye's cluster policy put the request's priority on every task (it orders the pools' queues)
+        weights = {k: v["priority_weight"] for k, v in airflow_api.task_instances(DEPLOY, run_id).items()}
+        assert weights and all(w >= 50 * 1000 for w in weights.values()), weights
         wait_for(lambda: states(airflow_api, run_id).get("extend_expiry") == "success", "extend_expiry")
         cleanup = airflow_api.trigger("faye_cleanup", {})
         cleaned = airflow_api.wait_run("faye_cleanup", cleanup["dag_run_id"], timeout=600)
@@ -270,6 +273,7 @@ def test_a_cleanup_during_a_deploy_keeps_its_tag_and_the_queue_shows_the_test_se
 
         row = wait_for(waiting_for_a_test_server, "faye queue to show the test-server wait", timeout=600)
         assert row["pr"] == 621 and row["service"] == "hello" and row["step"].startswith("test.")
+        assert row["priority"] == 50
     finally:
         for hook, lease in leases:
             hook.release(lease)
