@@ -130,6 +130,7 @@ def test_a_newer_push_supersedes_the_older_deploy_of_the_same_pr(
     stack: dict[str, Any], airflow_api: AirflowAPI, cli_env: None, shas: list[str]
 ) -> None:
     pr = 601
+    clear_previews("hello", {pr})  # a preview of this sha from an earlier session would make a no-op
     older = airflow_api.trigger(DEPLOY, {"service": "hello", "pr": pr, "git_sha": shas[1]})
     newer = airflow_api.trigger(DEPLOY, {"service": "hello", "pr": pr, "git_sha": shas[0]})
     old_run = airflow_api.wait_run(DEPLOY, older["dag_run_id"], timeout=600)
@@ -161,28 +162,28 @@ def race_catalogue(stack: dict[str, Any], cli_env: None) -> Iterator[Path]:
     race["slots"] = list(RACE_SLOTS)
     data["services"][RACE_SERVICE] = race
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    clear_race_previews()
+    clear_previews(RACE_SERVICE)
     yield path
     data = yaml.safe_load(path.read_text())
     data["defaults"]["slot_policy"] = policy
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def clear_race_previews() -> None:
-    """Start from a service whose slots are all free (an earlier session may have left previews)."""
+def clear_previews(service: str, prs: set[int] | None = None) -> None:
+    """Remove previews (all of ``service``'s, or those of ``prs``) so the next deploy really deploys."""
     from faye_plugin.catalogue import load_catalogue
     from faye_plugin.hooks.cloud_run import CloudRunPreviewHook, read_previews
     from faye_plugin.hooks.proxy import ProxyHook
     from faye_plugin.operators.removal import remove_preview
 
-    spec = load_catalogue().service(RACE_SERVICE)
+    spec = load_catalogue().service(service)
     cloud_run = CloudRunPreviewHook(gcp_conn_id=spec.cloud_run.gcp_conn_id)
     proxy = ProxyHook(proxy_conn_id=spec.proxy_conn_id)
     target = spec.cloud_run
-    service = cloud_run.get_service(project=target.project, region=target.region, service=target.service)
-    prs = {r.pr for r in read_previews(service).values()} if service is not None else set()
-    prs |= {int(r.pr) for r in proxy.list_slot_routes() if r.service == RACE_SERVICE}
-    for pr in sorted(prs):
+    current = cloud_run.get_service(project=target.project, region=target.region, service=target.service)
+    found = {r.pr for r in read_previews(current).values()} if current is not None else set()
+    found |= {int(r.pr) for r in proxy.list_slot_routes() if r.service == service}
+    for pr in sorted(found if prs is None else found & prs):
         remove_preview(spec, pr, cloud_run=cloud_run, proxy=proxy)
 
 
@@ -243,6 +244,7 @@ def test_a_cleanup_during_a_deploy_keeps_its_tag_and_the_queue_shows_the_test_se
     from faye_plugin.catalogue import load_catalogue
     from faye_plugin.hooks.test_servers import TestServerHook
 
+    clear_previews("hello", {621})  # a preview of this sha from an earlier session would make a no-op
     servers = [TestServerHook(s) for s in load_catalogue().test_servers]
     holder = f"tests/queue-races/{time.time():.0f}"
 
