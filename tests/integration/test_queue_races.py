@@ -249,7 +249,7 @@ def test_a_cleanup_during_a_deploy_keeps_its_tag_and_the_queue_shows_the_test_se
     holder = f"tests/queue-races/{time.time():.0f}"
 
     def take_all() -> list[tuple[Any, Any]] | None:
-        taken = [(hook, lease) for hook in servers if (lease := hook.try_acquire(holder, 900)) is not None]
+        taken = [(hook, lease) for hook in servers if (lease := hook.try_acquire(holder, 300)) is not None]
         if len(taken) == len(servers):
             return taken
         for hook, lease in taken:
