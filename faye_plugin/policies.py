@@ -20,6 +20,24 @@ from airflow.policies import hookimpl
 
 from faye_plugin.queue import conf_priority
 
+
+def _enable_mutation_hook() -> None:
+    """Make Airflow call ``task_instance_mutation_hook`` for policies registered by entry point.
+
+    Airflow 3.3.2 marks the hook as a no-op unless an ``airflow_local_settings`` module defines one
+    (``settings.import_local_settings``), and a run's task instances are then bulk-created without
+    calling it — so an ``airflow.policy`` entry point alone is silently ignored. This module is imported
+    when that entry point is loaded (``settings.initialize``), which is the moment to clear the flag.
+    """
+    import airflow.settings
+
+    hook = getattr(airflow.settings, "task_instance_mutation_hook", None)
+    if hook is not None:
+        hook.is_noop = False
+
+
+_enable_mutation_hook()
+
 REQUEST_DAGS = frozenset({"faye_deploy", "faye_build", "faye_test"})
 # One priority step outweighs any task's own (downstream-sum) weight in faye's DAGs (a few dozen).
 # Weights are kept modulo the scale, so applying the hook twice gives the same weight.

@@ -370,3 +370,11 @@ def test_a_claim_stands_while_its_run_is_writing_and_falls_when_the_run_is_gone(
         pr=2, records=records, requests=requests, service="hello", now=NOW, writing_runs=set()
     )
     assert done["c"].deployed_at == NOW - 1
+
+
+def test_loading_the_policy_turns_airflows_mutation_hook_on() -> None:
+    import airflow.settings
+
+    import faye_plugin.policies  # noqa: F401  (the entry point's import)
+
+    assert airflow.settings.task_instance_mutation_hook.is_noop is False
