@@ -166,14 +166,19 @@ class AirflowApiClient:
         response = self.request("POST", f"/dags/{quote(dag_id)}/dagRuns", json=body, ok=(200, 201))
         return run_from_json(response.json())
 
+    def patch_run(self, dag_id: str, run_id: str, body: dict[str, Any], **kwargs: Any) -> RunInfo:
+        """PATCH a run. Two first notes written at once collide on the note table's unique key (409):
+        the loser is sent again (the note row exists by then, so it becomes an update)."""
+        path = f"/dags/{quote(dag_id)}/dagRuns/{quote(run_id, safe='')}"
+        for attempt in range(1, 4):
+            response = self.request("PATCH", path, json=body, ok=(200, 409), **kwargs)
+            if response.status_code == 200:
+                return run_from_json(response.json())
+            time.sleep(0.3 * attempt)
+        raise AirflowApiError(f"PATCH {path}: HTTP 409 three times: {response.text[:300]}")
+
     def set_note(self, dag_id: str, run_id: str, note: str) -> RunInfo:
-        response = self.request(
-            "PATCH",
-            f"/dags/{quote(dag_id)}/dagRuns/{quote(run_id, safe='')}",
-            params={"update_mask": "note"},
-            json={"note": note[:1000]},
-        )
-        return run_from_json(response.json())
+        return self.patch_run(dag_id, run_id, {"note": note[:1000]}, params={"update_mask": "note"})
 
     def mark_superseded(
         self, dag_id: str, run_id: str, by_run_id: str, reason: str = "", *, settle_seconds: float = 60.0
@@ -184,17 +189,14 @@ class AirflowApiClient:
         is not set to failed by the PATCH (Airflow waits for the teardown and would then call the run a
         success), so the state is re-applied once the run has settled, for at most ``settle_seconds``.
         """
-        path = f"/dags/{quote(dag_id)}/dagRuns/{quote(run_id, safe='')}"
         note = superseded_note(by_run_id, reason)
-        run = run_from_json(self.request("PATCH", path, json={"state": "failed", "note": note}).json())
+        run = self.patch_run(dag_id, run_id, {"state": "failed", "note": note})
         deadline = time.monotonic() + settle_seconds
         while run.state != "failed" and time.monotonic() < deadline:
             time.sleep(1.0)
             run = self.get_run(dag_id, run_id)
             if run.state in TERMINAL_RUN_STATES and run.state != "failed":
-                run = run_from_json(
-                    self.request("PATCH", path, json={"state": "failed", "note": note}).json()
-                )
+                run = self.patch_run(dag_id, run_id, {"state": "failed", "note": note})
         return run
 
     # --- task instances, pools, xcom -----------------------------------------------------------------
