@@ -181,22 +181,40 @@ class AirflowApiClient:
         return self.patch_run(dag_id, run_id, {"note": note[:1000]}, params={"update_mask": "note"})
 
     def mark_superseded(
-        self, dag_id: str, run_id: str, by_run_id: str, reason: str = "", *, settle_seconds: float = 60.0
+        self,
+        dag_id: str,
+        run_id: str,
+        by_run_id: str,
+        reason: str = "",
+        *,
+        settle_seconds: float = 60.0,
+        stable_seconds: float = 8.0,
     ) -> RunInfo:
         """End ``run_id`` as failed with the note ``superseded by <by_run_id>: <reason>``.
 
-        Airflow kills its running tasks (``on_kill``) and skips the rest. A run with a pending teardown
-        is not set to failed by the PATCH (Airflow waits for the teardown and would then call the run a
-        success), so the state is re-applied once the run has settled, for at most ``settle_seconds``.
+        Airflow kills its running tasks (``on_kill``) and skips the rest. The state does not always
+        stick: a run with a pending teardown is not set to failed by the PATCH (Airflow waits for the
+        teardown, then calls the run a success), and we saw a scheduler loop that held the run write it
+        back as running and then, every task being skipped, as success. So the run is watched until it
+        has stayed failed for ``stable_seconds`` (re-failed whenever it ends otherwise), for at most
+        ``settle_seconds``.
         """
         note = superseded_note(by_run_id, reason)
         run = self.patch_run(dag_id, run_id, {"state": "failed", "note": note})
         deadline = time.monotonic() + settle_seconds
-        while run.state != "failed" and time.monotonic() < deadline:
+        failed_since = time.monotonic() if run.state == "failed" else None
+        while time.monotonic() < deadline:
+            if failed_since is not None and time.monotonic() - failed_since >= stable_seconds:
+                break
             time.sleep(1.0)
             run = self.get_run(dag_id, run_id)
-            if run.state in TERMINAL_RUN_STATES and run.state != "failed":
+            if run.state == "failed":
+                failed_since = failed_since or time.monotonic()
+                continue
+            failed_since = None
+            if run.state in TERMINAL_RUN_STATES:
                 run = self.patch_run(dag_id, run_id, {"state": "failed", "note": note})
+                failed_since = time.monotonic() if run.state == "failed" else None
         return run
 
     # --- task instances, pools, xcom -----------------------------------------------------------------
