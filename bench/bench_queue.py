@@ -76,7 +76,7 @@ def main() -> int:
     print(f"cancel latency (newer trigger -> older ended): median {statistics.median(cancel):.1f} s")
     print(f"queue steps (supersede_older_runs + still_newest): median {statistics.median(steps):.1f} s")
     print(f"newer deploy trigger-to-end: median {statistics.median(totals):.1f} s")
-    print(f"settings: FAYE_HOME={os.environ.get('FAYE_HOME')}, still_newest poke_interval 2 s (reschedule)")
+    print(f"settings: FAYE_HOME={os.environ.get('FAYE_HOME')}; still_newest pause 15 s; cancel watch 4 s")
     return 0
 
 

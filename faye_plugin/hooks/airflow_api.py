@@ -188,7 +188,7 @@ class AirflowApiClient:
         reason: str = "",
         *,
         settle_seconds: float = 60.0,
-        stable_seconds: float = 8.0,
+        stable_seconds: float = 4.0,
     ) -> RunInfo:
         """End ``run_id`` as failed with the note ``superseded by <by_run_id>: <reason>``.
 
