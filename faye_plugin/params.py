@@ -15,6 +15,8 @@ import jsonschema
 from faye_plugin.exceptions import InvalidRequestError
 
 MAX_TTL_HOURS = 24 * 30
+# Beyond int32 a PR number passed the schema and then failed the first task: refuse it at trigger time.
+MAX_PR = 2**31 - 1
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "service": {
@@ -22,7 +24,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "pattern": "^[a-z][a-z0-9-]{0,48}$",
         "description": "A service name from the catalogue.",
     },
-    "pr": {"type": "integer", "minimum": 1, "description": "The pull request number."},
+    "pr": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": MAX_PR,
+        "description": "The pull request number.",
+    },
     "git_sha": {
         "type": "string",
         "pattern": "^[0-9a-f]{7,40}$",

@@ -33,3 +33,9 @@ def test_dag_params_cover_the_schema() -> None:
     params = dag_params()
     assert set(params) == set(SCHEMAS)
     assert params["pr"].schema["minimum"] == 1
+
+
+def test_pr_beyond_int32_is_refused() -> None:
+    validate_request({"service": "hello", "pr": 2**31 - 1, "git_sha": "abcdef1"})
+    with pytest.raises(InvalidRequestError, match="pr"):
+        validate_request({"service": "hello", "pr": 2**31, "git_sha": "abcdef1"})
