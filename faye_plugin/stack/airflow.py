@@ -331,19 +331,21 @@ class AirflowClient:
         return self.session.request(method, f"{self.url}/api/v2/{path}", timeout=self.timeout, **kwargs)
 
     def ensure_pool(self, slots: int) -> bool:
-        """Create or resize the pool ``faye_test_servers``; return True when something changed."""
+        """Create or resize the pool ``faye_test_servers``; return True when something changed.
+
+        The body is ``faye pool sync``'s: deferred tasks count (a test waiting deferred for a lease
+        keeps its place), and 3.3's PATCH is sent the full body.
+        """
+        from faye_plugin.cli.pool import pool_body
+
+        body = pool_body(slots)
         resp = self._call("GET", f"pools/{TEST_SERVERS_POOL}")
-        if resp.status_code == 200 and resp.json().get("slots") == slots:
-            return False
         if resp.status_code == 200:
-            resp = self._call("PATCH", f"pools/{TEST_SERVERS_POOL}", json={"slots": slots})
+            current = resp.json()
+            if current.get("slots") == slots and current.get("include_deferred") is True:
+                return False
+            resp = self._call("PATCH", f"pools/{TEST_SERVERS_POOL}", json=body)
         else:
-            body = {
-                "name": TEST_SERVERS_POOL,
-                "slots": slots,
-                "description": "faye: one slot per test server",
-                "include_deferred": False,
-            }
             resp = self._call("POST", "pools", json=body)
         if resp.status_code not in (200, 201):
             raise StackError(f"cannot set pool {TEST_SERVERS_POOL}: HTTP {resp.status_code} {resp.text}")
