@@ -51,6 +51,10 @@ def write_config(cfg: StackConfig, host: str) -> dict[str, str]:
         'cgroup_manager = "cgroupfs"\n'
         'runtime = "runc"\n'
         'events_logger = "file"\n'
+        # Not the default shm locks: every root podman shares /dev/shm/libpod_lock, and hosts started
+        # at once on a fresh machine race to create it ("failed to create 2048 locks ... file exists").
+        # File locks live under each host's own tmp_dir.
+        'lock_type = "file"\n'
         f'events_logfile_path = "{root}/events.log"\n'
         f'tmp_dir = "{root}/tmp"\n'
         f'static_dir = "{root}/static"\n'
