@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,8 @@ class AirflowAPI:
         return resp.json()
 
     def trigger(self, dag_id: str, conf: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
-        """Trigger ``dag_id`` (``logical_date`` is required in the body; null is fine); return the run."""
-        body: dict[str, Any] = {"logical_date": None, "conf": conf}
+        """Trigger ``dag_id`` as docs/deploy.md tells CI to (``logical_date`` = now); return the run."""
+        body: dict[str, Any] = {"logical_date": datetime.now(UTC).isoformat(), "conf": conf}
         if run_id:
             body["dag_run_id"] = run_id
         resp = self.session.post(f"{self.url}/api/v2/dags/{dag_id}/dagRuns", json=body, timeout=10)

@@ -23,7 +23,8 @@ DOC = """
 ### faye_deploy — a preview of one pull request
 
 Trigger with `POST /api/v2/dags/faye_deploy/dagRuns` and
-`{"logical_date": null, "conf": {"service": "hello", "pr": 1, "git_sha": "<40 hex>"}}`
+`{"logical_date": "<now, ISO 8601>", "conf": {"service": "hello", "pr": 1, "git_sha": "<40 hex>"}}`
+(the trigger time as `logical_date` keeps the test-server queue first come, first served)
 (optional `slot`, `ttl_hours`, `force_build`, `priority`). An invalid conf is refused with HTTP 400.
 
 1. **get_cloud_run_config** — the service's catalogue entry and Cloud Run service; Cloud Run's limits

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 from urllib.parse import quote
@@ -157,8 +157,13 @@ class AirflowApiClient:
     def trigger(
         self, dag_id: str, conf: dict[str, Any], *, run_id: str | None = None, note: str | None = None
     ) -> RunInfo:
-        """Trigger a run (``logical_date`` null: a manual run ordered by its trigger time)."""
-        body: dict[str, Any] = {"logical_date": None, "conf": conf}
+        """Trigger a run whose ``logical_date`` is now.
+
+        The scheduler serves a full pool by ``-priority_weight`` then ``logical_date``: a null one has
+        no defined order, the trigger time gives equal priorities first come, first served. (Unique per
+        DAG: a POST retried after a lost answer gets 409 instead of a second run.)
+        """
+        body: dict[str, Any] = {"logical_date": datetime.now(UTC).isoformat(), "conf": conf}
         if run_id:
             body["dag_run_id"] = run_id
         if note:

@@ -241,6 +241,7 @@ def test_invalid_conf_is_refused_with_400(stack, airflow_api) -> None:
     before = airflow_api.get("dags/faye_deploy/dagRuns", limit=1)["total_entries"]
     for conf, field in [
         ({"service": SERVICE, "pr": 0, "git_sha": "a" * 40}, "pr"),
+        ({"service": SERVICE, "pr": 2**31, "git_sha": "a" * 40}, "pr"),
         ({"service": SERVICE, "pr": 1, "git_sha": "not-a-sha"}, "git_sha"),
         ({"service": SERVICE, "pr": 1, "git_sha": "a" * 40, "ttl_hours": 100000}, "ttl_hours"),
     ]:
