@@ -38,6 +38,7 @@ def get_cloud_run_config(params: dict[str, Any]) -> dict[str, Any]:
     Run's limits, an out-of-bounds ttl, or no slot under the ``fail``/``wait`` policies.
     """
     from faye_plugin.hooks.cloud_run import CloudRunPreviewHook, check_tag_limits, read_previews, tag_revision
+    from faye_plugin.hooks.git import GitSourceHook
     from faye_plugin.hooks.proxy import ProxyHook
     from faye_plugin.operators.queue import read_requests
     from faye_plugin.previews import holders_by_slot, slot_to_wait_for, ttl_hours
@@ -50,6 +51,11 @@ def get_cloud_run_config(params: dict[str, Any]) -> dict[str, Any]:
     target = spec.cloud_run
     check_tag_limits(request.tag, target.service)
     hours = ttl_hours(request.ttl_hours, catalogue.defaults)
+    # Images are tagged, and revisions labelled, with the full sha: a short one is resolved once here
+    # (an unknown commit fails now, before anything changes) and every later step uses the full one.
+    git_sha = GitSourceHook(spec.build.git_url).resolve(request.git_sha)
+    if git_sha != request.git_sha:
+        log.info("Commit %s is %s", request.git_sha, git_sha)
 
     service = CloudRunPreviewHook(gcp_conn_id=target.gcp_conn_id).get_service(
         project=target.project, region=target.region, service=target.service
@@ -94,7 +100,7 @@ def get_cloud_run_config(params: dict[str, Any]) -> dict[str, Any]:
     return {
         "service": spec.name,
         "pr": request.pr,
-        "git_sha": request.git_sha,
+        "git_sha": git_sha,
         "tag": request.tag,
         "slot": slot,
         "slot_reason": reason,

@@ -43,16 +43,20 @@ The run's outcome (URLs, revision) is the return value of **preview_url**.
 """
 
 
+#: The request's commit as a full sha (``get_cloud_run_config`` resolves a short one).
+FULL_SHA = "{{ ti.xcom_pull(task_ids='get_cloud_run_config')['git_sha'] }}"
+
+
 def _build_group() -> TaskGroup:
     from faye_plugin.groups.build import build_group
 
-    return build_group(group_id="build")
+    return build_group(group_id="build", git_sha=FULL_SHA)
 
 
 def _test_group(preview_url: str) -> TaskGroup:
     from faye_plugin.groups.test import test_group
 
-    return test_group(group_id="test", preview_url=preview_url)
+    return test_group(group_id="test", preview_url=preview_url, git_sha=FULL_SHA)
 
 
 def build_deploy_dag(dag_id: str = DAG_ID, *, queue_steps: bool = True) -> DAG:
@@ -140,7 +144,7 @@ def build_deploy_dag(dag_id: str = DAG_ID, *, queue_steps: bool = True) -> DAG:
             task_id="deploy_revision",
             service="{{ params.service }}",
             pr="{{ params.pr }}",
-            git_sha="{{ params.git_sha }}",
+            git_sha=FULL_SHA,
             slot=configs["slot"],
             image=configs["image"],
             env=configs["env"],

@@ -216,10 +216,11 @@ def test_same_sha_again_is_a_noop(stack, airflow_api, peers, first_deploy) -> No
 
 
 def test_new_sha_creates_a_revision_and_the_proxy_follows(stack, airflow_api, peers, first_deploy) -> None:
+    """Triggered with a short sha, as people do: the revision's labels and the outcome carry the full one."""
     older = _sha(stack, "HEAD~1")
     assert older != first_deploy["sha"]
     triggered = time.time()
-    run, tis = _deploy(airflow_api, {"service": SERVICE, "pr": PR_MAIN, "git_sha": older})
+    run, tis = _deploy(airflow_api, {"service": SERVICE, "pr": PR_MAIN, "git_sha": older[:8]})
     assert run["state"] == "success", {k: v["state"] for k, v in tis.items()}
     outcome = _xcom(airflow_api, run["dag_run_id"], "preview_url")
     assert outcome["revision"] != first_deploy["outcome"]["revision"]
@@ -235,6 +236,7 @@ def test_new_sha_creates_a_revision_and_the_proxy_follows(stack, airflow_api, pe
     answer = _through_proxy(stack, outcome["slot_url"])
     assert older in answer.text and first_deploy["sha"] not in answer.text
     assert answer.headers["X-Faye-Sha"] == older
+    assert outcome["sha"] == older
 
 
 def test_invalid_conf_is_refused_with_400(stack, airflow_api) -> None:
