@@ -91,6 +91,28 @@ def test_caddy_config_has_the_previews_server_and_a_fallback_route(tmp_path: Pat
     assert server["routes"][-1]["@id"] == "fallback"
 
 
+def test_caddy_starts_with_the_slot_routes_it_autosaved(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    route = {"@id": "faye-slot-a", "match": [{"host": ["a.preview.localhost"]}], "handle": []}
+    saved = caddy.initial_config(cfg, [route])
+    saved["admin"]["listen"] = "127.0.0.1:1"  # an older port base: not carried over
+    caddy.autosave_path(cfg).parent.mkdir(parents=True)
+    caddy.autosave_path(cfg).write_text(json.dumps(saved))
+    spec = caddy.service_spec(cfg, {})
+    conf = json.loads(Path(spec.argv[-1]).read_text())
+    assert conf["admin"] == {"listen": "127.0.0.1:31802", "config": {"persist": True}}
+    routes = conf["apps"]["http"]["servers"]["previews"]["routes"]
+    assert [r["@id"] for r in routes] == ["faye-slot-a", "fallback"]
+    assert spec.env["XDG_CONFIG_HOME"] == str(caddy.autosave_path(cfg).parents[1])
+
+
+def test_caddy_ignores_an_unreadable_autosave(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    caddy.autosave_path(cfg).parent.mkdir(parents=True)
+    caddy.autosave_path(cfg).write_text("{not json")
+    assert caddy.saved_slot_routes(cfg) == []
+
+
 def test_podman_hosts_never_share_state(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
     envs = [podman.write_config(cfg, host) for host in cfg.docker_hosts]
@@ -99,4 +121,5 @@ def test_podman_hosts_never_share_state(tmp_path: Path) -> None:
     ]
     for host, text in zip(cfg.docker_hosts, texts, strict=True):
         assert f"podman/{host}/tmp" in text and f"podman/{host}/graph" in text and 'runtime = "runc"' in text
+        assert 'lock_type = "file"' in text  # never the shared /dev/shm/libpod_lock
     assert "127.0.0.1:31803" in Path(envs[0]["CONTAINERS_REGISTRIES_CONF"]).read_text()
