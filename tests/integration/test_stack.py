@@ -130,6 +130,15 @@ def test_down_leaves_no_process_behind(stack: dict[str, Any], faye_cli: Any) -> 
         client.close()
     cfg = StackConfig.from_env({"FAYE_HOME": stack["state_dir"]})
     assert podman.conmon_pids(cfg)
+    # A slot route made through the admin API, as a deploy makes one: it must survive down/up.
+    admin = stack["proxy_admin_url"]
+    route = {
+        "@id": "faye-test-restart",
+        "match": [{"host": ["zrestart.preview.localhost"]}],
+        "handle": [{"handler": "static_response", "body": "kept across a restart"}],
+    }
+    routes_url = f"{admin}/config/apps/http/servers/previews/routes"
+    requests.put(f"{routes_url}/0", json=route, timeout=10).raise_for_status()
     try:
         faye_cli("stack", "down")
         left = {p for pid in pids.values() for p in session_members(pid)}
@@ -140,3 +149,6 @@ def test_down_leaves_no_process_behind(stack: dict[str, Any], faye_cli: Any) -> 
     finally:
         # Other session fixtures still use the stack in their own teardown: bring it back.
         faye_cli("stack", "up", check=False)
+    answer = requests.get(stack["proxy_url"], headers={"Host": "zrestart.preview.localhost"}, timeout=10)
+    requests.delete(f"{admin}/id/faye-test-restart", timeout=10)
+    assert answer.text == "kept across a restart"
