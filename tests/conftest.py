@@ -9,6 +9,9 @@
   Session fixtures that use the stack in their teardown must depend on ``stack``.
 * ``airflow_api`` (session): a ``faye_testing.AirflowAPI`` logged in as the stack's ``faye`` user.
 * ``faye_cli`` (session): :func:`faye`, to run the ``faye`` CLI against the test stack.
+* ``stack_process_env`` (module): this process gets the stack's connections, catalogue and REST
+  credentials (``faye_testing.process_env``), so hooks and CLI functions called in-process reach
+  the same peers as the stack's Airflow; undone at the end of the module.
 
 Use them from integration tests only (``@pytest.mark.integration``); unit tests need no stack.
 
@@ -25,7 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from faye_testing import REPO, AirflowAPI, faye, stack_env
+from faye_testing import REPO, AirflowAPI, faye, process_env, stack_env
 
 os.environ.setdefault("AIRFLOW_HOME", str(REPO / ".cache" / "airflow-test-home"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
@@ -74,3 +77,14 @@ def faye_cli() -> Any:
 @pytest.fixture(scope="session")
 def airflow_api(stack: dict[str, Any]) -> AirflowAPI:
     return AirflowAPI(stack["airflow_url"], stack["airflow_username"], stack["airflow_password"])
+
+
+@pytest.fixture(scope="module")
+def stack_process_env(stack: dict[str, Any]) -> Iterator[dict[str, str]]:
+    """Give this process the stack's connections, catalogue and REST credentials (module scope)."""
+    env = process_env(stack)
+    mp = pytest.MonkeyPatch()
+    for key, value in env.items():
+        mp.setenv(key, value)
+    yield env
+    mp.undo()

@@ -7,6 +7,7 @@ Import them as ``from faye_testing import AirflowAPI, faye, stack_env`` (a modul
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -30,6 +31,27 @@ def stack_env() -> dict[str, str]:
     env.setdefault("FAYE_PORT_BASE", TEST_PORT_BASE)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.setdefault("PYTHONPYCACHEPREFIX", str(REPO / ".cache" / "pycache"))
+    return env
+
+
+def env_from_sh(path: Path) -> dict[str, str]:
+    """The variables ``$FAYE_HOME/env.sh`` exports (``export KEY='value'`` lines)."""
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export ") and "=" in line:
+            key, _, value = line.removeprefix("export ").partition("=")
+            out[key] = shlex.split(value)[0] if value else ""
+    return out
+
+
+def process_env(stack: dict[str, Any]) -> dict[str, str]:
+    """What a test process needs to act as Airflow's processes and the CLI do on the stack: the
+    connections (``AIRFLOW_CONN_*``), the catalogue and the REST credentials."""
+    env = {k: v for k, v in env_from_sh(Path(stack["env_sh"])).items() if k.startswith("AIRFLOW_CONN_")}
+    env["AIRFLOW__FAYE__CATALOGUE"] = stack["catalogue"]
+    env["FAYE_AIRFLOW_URL"] = stack["airflow_url"]
+    env["FAYE_AIRFLOW_USER"] = stack["airflow_username"]
+    env["FAYE_AIRFLOW_PASSWORD"] = stack["airflow_password"]
     return env
 
 

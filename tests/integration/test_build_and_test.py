@@ -9,7 +9,6 @@ on the slot ``zt`` (``http://zt.preview.localhost:<proxy port>``).
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -31,27 +30,6 @@ pytestmark = pytest.mark.integration
 
 SLOT = "zt"
 MARKER = "faye-preview-ok"
-
-
-def _env_from_sh(path: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export ") and "=" in line:
-            key, _, value = line.removeprefix("export ").partition("=")
-            out[key] = shlex.split(value)[0] if value else ""
-    return out
-
-
-@pytest.fixture(scope="module")
-def stack_connections(stack: dict[str, Any]) -> Iterator[dict[str, str]]:
-    """Give this process the stack's connections and catalogue, as Airflow's processes have them."""
-    env = {k: v for k, v in _env_from_sh(Path(stack["env_sh"])).items() if k.startswith("AIRFLOW_CONN_")}
-    env["AIRFLOW__FAYE__CATALOGUE"] = stack["catalogue"]
-    mp = pytest.MonkeyPatch()
-    for key, value in env.items():
-        mp.setenv(key, value)
-    yield env
-    mp.undo()
 
 
 class _Preview(BaseHTTPRequestHandler):
@@ -79,7 +57,7 @@ def _service(stack: dict[str, Any], command: str, timeout_minutes: int = 2) -> d
 
 
 @pytest.fixture(scope="module")
-def test_services(stack: dict[str, Any], stack_connections: dict[str, str]) -> Iterator[None]:
+def test_services(stack: dict[str, Any], stack_process_env: dict[str, str]) -> Iterator[None]:
     """Add the test-only services to the catalogue and route slot ``zt`` to a preview that answers."""
     from faye_plugin.hooks.proxy import ProxyHook, SlotRoute
 
@@ -184,7 +162,7 @@ def _slow_commit(repo: str) -> str:
 
 
 def test_builds_push_an_image_stream_live_and_fail_with_the_builders_message(
-    stack: dict[str, Any], airflow_api: AirflowAPI, stack_connections: dict[str, str]
+    stack: dict[str, Any], airflow_api: AirflowAPI, stack_process_env: dict[str, str]
 ) -> None:
     from faye_plugin.hooks.registry import RegistryHook
 

@@ -9,7 +9,6 @@ so it shares the stack with other modules without touching their previews.
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from faye_testing import AirflowAPI
+from faye_testing import AirflowAPI, env_from_sh
 
 pytestmark = pytest.mark.integration
 
@@ -27,34 +26,19 @@ SERVICE = "hello"
 PR_MAIN, PR_EXPIRING, PR_OTHER = 501, 502, 503
 
 
-def _env_from_sh(path: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export ") and "=" in line:
-            key, _, value = line.removeprefix("export ").partition("=")
-            out[key] = shlex.split(value)[0] if value else ""
-    return out
-
-
 @pytest.fixture(scope="module")
-def peers(stack: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The stack's connections and catalogue in this process, and hooks built on them."""
-    env = {k: v for k, v in _env_from_sh(Path(stack["env_sh"])).items() if k.startswith("AIRFLOW_CONN_")}
-    env["AIRFLOW__FAYE__CATALOGUE"] = stack["catalogue"]
-    mp = pytest.MonkeyPatch()
-    for key, value in env.items():
-        mp.setenv(key, value)
+def peers(stack_process_env: dict[str, str]) -> dict[str, Any]:
+    """Hooks on the stack's peers, built as the stack's tasks build them."""
     from faye_plugin.catalogue import load_catalogue
     from faye_plugin.hooks.cloud_run import CloudRunPreviewHook
     from faye_plugin.hooks.proxy import ProxyHook
 
     spec = load_catalogue().service(SERVICE)
-    yield {
+    return {
         "spec": spec,
         "cloud_run": CloudRunPreviewHook(gcp_conn_id=spec.cloud_run.gcp_conn_id),
         "proxy": ProxyHook(proxy_conn_id=spec.proxy_conn_id),
     }
-    mp.undo()
 
 
 def _sha(stack: dict[str, Any], ref: str = "HEAD") -> str:
@@ -176,7 +160,7 @@ def test_first_deploy_answers_with_its_sha(stack, airflow_api, peers, first_depl
 
 def test_secret_reaches_the_revision_but_no_log_or_xcom(stack, airflow_api, peers, first_deploy) -> None:
     """``secret_env`` DATABASE_PASSWORD (conn:faye_hello_db:password) is set on the revision only."""
-    conn = json.loads(_env_from_sh(Path(stack["env_sh"]))["AIRFLOW_CONN_FAYE_HELLO_DB"])
+    conn = json.loads(env_from_sh(Path(stack["env_sh"]))["AIRFLOW_CONN_FAYE_HELLO_DB"])
     secret = conn["password"]
     assert len(secret) >= 8
     target = peers["spec"].cloud_run

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -33,30 +32,6 @@ pytestmark = pytest.mark.integration
 DEPLOY = "faye_deploy"
 RACE_SERVICE = "queue-race"
 RACE_SLOTS = ["rq1", "rq2"]
-
-
-def _env_from_sh(path: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export ") and "=" in line:
-            key, _, value = line.removeprefix("export ").partition("=")
-            out[key] = shlex.split(value)[0] if value else ""
-    return out
-
-
-@pytest.fixture(scope="module")
-def cli_env(stack: dict[str, Any]) -> Iterator[None]:
-    """The stack's connections, catalogue and REST credentials in this process (for the CLI and hooks)."""
-    env = {k: v for k, v in _env_from_sh(Path(stack["env_sh"])).items() if k.startswith("AIRFLOW_CONN_")}
-    env["AIRFLOW__FAYE__CATALOGUE"] = stack["catalogue"]
-    env["FAYE_AIRFLOW_URL"] = stack["airflow_url"]
-    env["FAYE_AIRFLOW_USER"] = stack["airflow_username"]
-    env["FAYE_AIRFLOW_PASSWORD"] = stack["airflow_password"]
-    mp = pytest.MonkeyPatch()
-    for key, value in env.items():
-        mp.setenv(key, value)
-    yield
-    mp.undo()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -127,7 +102,7 @@ def assert_consistent() -> None:
 
 
 def test_a_newer_push_supersedes_the_older_deploy_of_the_same_pr(
-    stack: dict[str, Any], airflow_api: AirflowAPI, cli_env: None, shas: list[str]
+    stack: dict[str, Any], airflow_api: AirflowAPI, stack_process_env: dict[str, str], shas: list[str]
 ) -> None:
     pr = 601
     clear_previews("hello", {pr})  # a preview of this sha from an earlier session would make a no-op
@@ -149,7 +124,7 @@ def test_a_newer_push_supersedes_the_older_deploy_of_the_same_pr(
 
 
 @pytest.fixture
-def race_catalogue(stack: dict[str, Any], cli_env: None) -> Iterator[Path]:
+def race_catalogue(stack: dict[str, Any], stack_process_env: dict[str, str]) -> Iterator[Path]:
     """Add the service ``queue-race`` (hello's image and source, its own Cloud Run service and slots).
 
     The service stays (its previews stay consistent for later doctor runs); the policy is restored.
@@ -239,7 +214,7 @@ def test_two_prs_racing_for_the_last_free_slot_end_with_one_holder(
 
 
 def test_a_cleanup_during_a_deploy_keeps_its_tag_and_the_queue_shows_the_test_server_wait(
-    stack: dict[str, Any], airflow_api: AirflowAPI, cli_env: None, shas: list[str]
+    stack: dict[str, Any], airflow_api: AirflowAPI, stack_process_env: dict[str, str], shas: list[str]
 ) -> None:
     from faye_plugin.catalogue import load_catalogue
     from faye_plugin.hooks.test_servers import TestServerHook
