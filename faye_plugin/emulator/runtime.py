@@ -31,11 +31,22 @@ DOCKER_API_VERSION = "1.41"
 ResultCallback = Callable[[str, bool, str, int], None]
 
 
-def not_ready_message(revision_id: str, port: int) -> str:
-    """Return the message Cloud Run gives for a container that never listened on $PORT."""
-    return (f"Revision '{revision_id}' is not ready and cannot serve traffic. The user-provided container "
-            f"failed to start and listen on the port defined provided by the PORT={port} environment "
-            "variable within the allocated timeout. This can happen when the container port is "
+#: Container states that mean it ended (podman 4.3's compat API says "stopped" where Docker says "exited").
+ENDED = ("exited", "dead", "stopped")
+
+
+def not_ready_message(revision_id: str, port: int, exit_code: int | None = None) -> str:
+    """Return the message Cloud Run gives for a container that never listened on $PORT.
+
+    A container that ended first gets Cloud Run's shorter wording plus the exit code it logs.
+    """
+    start = (f"Revision '{revision_id}' is not ready and cannot serve traffic. The user-provided container "
+             f"failed to start and listen on the port defined provided by the PORT={port} environment "
+             "variable")
+    if exit_code is not None:
+        return (f"{start}. Container called exit({exit_code}). "
+                "Logs for this revision might contain more information.")
+    return (f"{start} within the allocated timeout. This can happen when the container port is "
             "misconfigured or if the timeout is too short. The health check timeout can be extended. "
             "Logs for this revision might contain more information.")
 
@@ -145,13 +156,13 @@ class Runtime:
             with self._lock:
                 port = free_port(set(self._ports.values()))
             container = self._run(revision, service_id, revision_id, template, port)
-            ok = self._probe(container, port)
+            ok, exit_code = self._probe(container, port)
             if self._closing.is_set():
                 log.info("revision %s: start abandoned at shutdown", revision)
                 return  # shutting down: record nothing, the next start adopts or restarts it
             if not ok:
                 self._remove_container(container)
-            self._finish(revision, ok, "" if ok else not_ready_message(revision_id, port), port)
+            self._finish(revision, ok, "" if ok else not_ready_message(revision_id, port, exit_code), port)
         except docker.errors.ImageNotFound:
             image = template["containers"][0]["image"]
             self._finish(revision, False, f"Image '{image}' not found.", port)
@@ -193,16 +204,18 @@ class Runtime:
             detach=True,
         )
 
-    def _probe(self, container: Container, port: int) -> bool:
+    def _probe(self, container: Container, port: int) -> tuple[bool, int | None]:
+        """Wait until the container listens on ``port``: (True, None); or it ended: (False, its exit
+        code); or the ready timeout passed: (False, None)."""
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline and not self._closing.is_set():
             if port_answers(port):
-                return True
+                return True, None
             container.reload()
-            if container.status in ("exited", "dead"):
-                return False
+            if container.status in ENDED:
+                return False, int(container.attrs.get("State", {}).get("ExitCode") or 0)
             time.sleep(0.1)
-        return False
+        return False, None
 
     def _finish(self, revision: str, ok: bool, message: str, port: int) -> None:
         with self._lock:

@@ -65,6 +65,26 @@ def test_a_container_that_never_listens_leaves_traffic_where_it_was(emulator: Em
     assert "greeting=fixed" in emulator.get_via(recovered.uri).text
 
 
+def test_a_container_that_exits_fails_at_once_with_its_exit_code(emulator: Emulator,
+                                                                  images: Images) -> None:
+    """Seen as ended (podman says "stopped" where Docker says "exited"), not waited out to the timeout."""
+    client = emulator.services()
+    service = create_service(client, "run-exit", images.marker)
+    good = short(service.latest_ready_revision)
+
+    crashing = template(images.marker, revision="run-exit-crash")
+    crashing.containers[0].command = ["sh", "-c", "echo crashing; exit 3"]
+    service.template = crashing
+    with pytest.raises(exceptions.FailedPrecondition) as raised:
+        patch(client, service, "template").result(timeout=60)
+    assert "within the allocated timeout" not in str(raised.value)
+    assert "Revision 'run-exit-crash' is not ready and cannot serve traffic." in str(raised.value)
+    assert "Container called exit(3)." in str(raised.value)
+    after = client.get_service(name=service.name)
+    assert short(after.latest_ready_revision) == good
+    assert [s.revision for s in after.traffic_statuses] == [good]
+
+
 def test_restart_keeps_state_and_adopts_containers(fresh_emulator: Emulator, images: Images) -> None:
     emulator = fresh_emulator
     emulator.start()
