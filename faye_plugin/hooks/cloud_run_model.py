@@ -327,6 +327,37 @@ def without_tag(service: run_v2.Service, tag: str) -> run_v2.Service:
     return new
 
 
+def with_tag_on(service: run_v2.Service, tag: str, revision: str | None) -> run_v2.Service:
+    """Return a copy of ``service`` whose traffic spec carries ``tag`` on ``revision``, or nowhere.
+
+    Percents are never changed. Used to put a tag back on the revision Cloud Run still serves it from
+    when the revision a deploy moved it to never became ready.
+    """
+    new = without_tag(service, tag)
+    if not revision:
+        return new
+    targets = [_target(t.type_, t.revision, t.percent, t.tag) for t in new.traffic]
+    for t in targets:
+        if t.type_ == REVISION and t.revision == revision and not t.tag:
+            t.tag = tag
+            break
+    else:
+        targets.append(_target(REVISION, revision, 0, tag))
+    new.traffic = targets
+    return new
+
+
+def served_revision(service: run_v2.Service, tag: str) -> str | None:
+    """Return the revision Cloud Run really serves ``tag`` from (``trafficStatuses`` only), or None.
+
+    After a failed deploy the spec may name a revision that never became ready; the status does not.
+    """
+    for status in service.traffic_statuses:
+        if status.tag == tag and status.revision:
+            return str(status.revision)
+    return None
+
+
 def tag_uri(service: run_v2.Service, tag: str) -> str | None:
     """Return the URL Cloud Run serves ``tag`` at (from ``trafficStatuses``; never constructed)."""
     for status in service.traffic_statuses:

@@ -287,19 +287,76 @@ class DeployPreviewOperator(BaseOperator):
                 time.sleep(self.poll_interval)
                 state = hook.get_operation(operation)
         if state["error"]:
-            raise CloudRunApiError(500, "DEPLOY_FAILED", f"operation {operation} failed: {state['error']}")
+            self._deploy_failed(hook, spec, revision, f"operation {operation} failed: {state['error']}")
         return self._result(hook, spec, revision, operation)
 
     def execute_complete(
         self, context: Context, event: dict[str, Any], revision: str, operation: str
     ) -> dict[str, Any]:
         """Resume after the trigger: fail with its message, or read the service back."""
-        if event.get("status") != "success":
-            raise CloudRunApiError(
-                500, "DEPLOY_FAILED", f"operation {operation} {event.get('status')}: {event.get('message')}"
-            )
         spec = _spec(str(self.service))
-        return self._result(_hook(spec), spec, revision, operation)
+        hook = _hook(spec)
+        if event.get("status") != "success":
+            why = f"operation {operation} {event.get('status')}: {event.get('message')}"
+            self._deploy_failed(hook, spec, revision, why)
+        return self._result(hook, spec, revision, operation)
+
+    def _deploy_failed(self, hook: CloudRunPreviewHook, spec: ServiceSpec, revision: str, why: str) -> None:
+        """Undo the half of a deploy whose revision never became ready, then fail with both stories.
+
+        Cloud Run keeps serving the tag from the revision that served it before, but its traffic spec
+        names the failed one (and every later write would carry that on). faye puts the tag back on the
+        revision Cloud Run serves it from, when that preview still holds this slot's route; otherwise it
+        drops the tag and the record's slot claim, so no tag is left without a claim and no claim
+        without a route. The record and its expiry stay.
+        """
+        undone = self._undo(hook, spec, revision)
+        raise CloudRunApiError(500, "DEPLOY_FAILED", f"revision {revision} did not deploy ({why}); {undone}")
+
+    def _undo(self, hook: CloudRunPreviewHook, spec: ServiceSpec, revision: str) -> str:
+        from dataclasses import replace
+
+        from faye_plugin.hooks.cloud_run import (
+            preview_tag,
+            read_previews,
+            served_revision,
+            with_tag_on,
+            write_previews,
+        )
+        from faye_plugin.hooks.proxy import ProxyHook
+        from faye_plugin.previews import LABEL_SHA
+
+        target = spec.cloud_run
+        tag, slot = preview_tag(int(self.pr)), str(self.slot)
+        route = ProxyHook(proxy_conn_id=spec.proxy_conn_id).get_slot_route(slot)
+        routed = route is not None and route.service == spec.name and route.tag == tag
+        outcome = ["Cloud Run has no service to undo on"]
+
+        def change(current: run_v2.Service | None) -> tuple[run_v2.Service, list[str]] | None:
+            if current is None:
+                return None
+            served = served_revision(current, tag) if routed else None
+            previews = read_previews(current)
+            record = previews.get(tag)
+            if served:
+                old = hook.get_revision(f"{current.name}/revisions/{served}")
+                sha = old.labels.get(LABEL_SHA, "") if old is not None else ""
+                if record is not None:
+                    previews[tag] = replace(record, revision=served, sha=sha or record.sha)
+                outcome[0] = f"the preview keeps serving {served} under tag {tag} in slot {slot}"
+            else:
+                if record is not None:
+                    previews[tag] = replace(record, slot="", revision="")
+                outcome[0] = f"tag {tag} removed and slot {slot} left free (the record keeps its expiry)"
+            new = with_tag_on(current, tag, served)
+            write_previews(new, previews)
+            return new, ["traffic", "annotations"]
+
+        hook.modify_service(
+            project=target.project, region=target.region, service=target.service, change=change
+        )
+        self.log.warning("Revision %s never became ready: %s", revision, outcome[0])
+        return outcome[0]
 
     def _result(
         self, hook: CloudRunPreviewHook, spec: ServiceSpec, revision: str, operation: str

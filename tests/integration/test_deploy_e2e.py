@@ -339,3 +339,96 @@ def test_requested_slot_evicts_its_holder(stack, airflow_api, peers, first_deplo
     assert read_previews(service)[f"pr-{PR_OTHER}"].slot == slot
     answer = _through_proxy(stack, first_deploy["outcome"]["slot_url"])
     assert answer.status_code == 200 and answer.headers["X-Faye-Pr"] == str(PR_OTHER)
+
+
+CRASH_SERVICE, CRASH_SLOT = "hello-crash", "zcrash"
+PR_CRASH, PR_CRASH_OTHER = 504, 505
+
+
+@pytest.fixture(scope="module")
+def crashing_service(
+    stack: dict[str, Any], stack_process_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """A catalogue service (its own Cloud Run service and slot) whose repository's HEAD builds an image
+    that exits at start, and whose HEAD~1 is the sample's good HEAD."""
+    repo = tmp_path_factory.mktemp("crash") / "hello-crash"
+    git = ["git", "-c", "user.name=faye", "-c", "user.email=faye@localhost", "-C", str(repo)]
+    subprocess.run(["git", "clone", "-q", stack["sample_repo"], str(repo)], check=True)
+    (repo / "serve.sh").write_text('#!/bin/sh\necho "hello-crash: exiting"\nexit 3\n')
+    subprocess.run([*git, "commit", "-qam", "exit at start"], check=True)
+    path = Path(stack["catalogue"])
+    original = path.read_text()
+    data = yaml.safe_load(original)
+    hello = data["services"][SERVICE]
+    image = f"{stack['registry_host']}/{CRASH_SERVICE}"
+    data["services"][CRASH_SERVICE] = {
+        **hello,
+        "cloud_run": {**hello["cloud_run"], "service": CRASH_SERVICE},
+        "image": image,
+        "build": {**hello["build"], "git_url": str(repo)},
+        "slots": [CRASH_SLOT],
+        "test": {**hello["test"], "image": image},
+    }
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        yield {"good": _sha({"sample_repo": str(repo)}, "HEAD~1"), "bad": _sha({"sample_repo": str(repo)})}
+    finally:
+        path.write_text(original)
+
+
+def _crash_problems() -> list[str]:
+    """What ``faye doctor`` finds wrong with the crash service or its slot (other tests run meanwhile)."""
+    from faye_plugin.catalogue import load_catalogue
+    from faye_plugin.doctor import check
+
+    return [p for p in check(load_catalogue()) if CRASH_SERVICE in p or CRASH_SLOT in p]
+
+
+def test_a_revision_that_never_becomes_ready_is_undone(
+    stack, airflow_api, crashing_service
+) -> None:
+    """A redeploy whose container exits keeps the last good preview serving; a new PR whose container
+    exits leaves neither tag nor slot claim behind. Either way the run fails naming the revision."""
+    from faye_plugin.catalogue import load_catalogue
+    from faye_plugin.hooks.cloud_run import (
+        CloudRunPreviewHook,
+        read_previews,
+        served_revision,
+        tag_revision,
+    )
+
+    good, bad = crashing_service["good"], crashing_service["bad"]
+    run, tis = _deploy(airflow_api, {"service": CRASH_SERVICE, "pr": PR_CRASH, "git_sha": good})
+    assert run["state"] == "success", {k: v["state"] for k, v in tis.items()}
+    live = _xcom(airflow_api, run["dag_run_id"], "preview_url")
+
+    run, tis = _deploy(airflow_api, {"service": CRASH_SERVICE, "pr": PR_CRASH, "git_sha": bad})
+    assert run["state"] == "failed"
+    assert tis["deploy_revision"]["state"] == "failed"
+    assert tis["update_proxy"]["state"] == "upstream_failed"
+    log = _log_text(airflow_api, "faye_deploy", run["dag_run_id"], "deploy_revision")
+    assert "Container called exit(3)" in log
+    assert f"the preview keeps serving {live['revision']} under tag pr-{PR_CRASH}" in log
+
+    target = load_catalogue().service(CRASH_SERVICE).cloud_run
+    hook = CloudRunPreviewHook(gcp_conn_id=target.gcp_conn_id)
+    service = hook.get_service(project=target.project, region=target.region, service=target.service)
+    tag = f"pr-{PR_CRASH}"
+    assert served_revision(service, tag) == live["revision"]
+    assert [t.revision for t in service.traffic if t.tag == tag] == [live["revision"]]  # spec, too
+    record = read_previews(service)[tag]
+    assert (record.sha, record.slot, record.revision) == (good, CRASH_SLOT, live["revision"])
+    answer = _through_proxy(stack, live["slot_url"])
+    assert answer.status_code == 200 and good in answer.text
+    assert _crash_problems() == []
+
+    # Another PR takes the only slot (evicting PR 504), and its revision exits too.
+    run, tis = _deploy(airflow_api, {"service": CRASH_SERVICE, "pr": PR_CRASH_OTHER, "git_sha": bad})
+    assert run["state"] == "failed" and tis["deploy_revision"]["state"] == "failed"
+    log = _log_text(airflow_api, "faye_deploy", run["dag_run_id"], "deploy_revision")
+    assert f"tag pr-{PR_CRASH_OTHER} removed and slot {CRASH_SLOT} left free" in log
+    service = hook.get_service(project=target.project, region=target.region, service=target.service)
+    assert tag_revision(service, f"pr-{PR_CRASH_OTHER}") is None
+    assert read_previews(service)[f"pr-{PR_CRASH_OTHER}"].slot == ""
+    assert _through_proxy(stack, live["slot_url"]).status_code == 404
+    assert _crash_problems() == []
