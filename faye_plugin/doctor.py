@@ -121,6 +121,11 @@ def compare(snapshot: Snapshot) -> list[str]:
             match = TAG_RE.match(tag)
             if not match:
                 continue
+            if tag not in state.tag_urls:
+                problems.append(
+                    f"service {name}: the traffic spec puts tag {tag} on revision {revision}, "
+                    "but Cloud Run does not serve it (a revision that never became ready?)"
+                )
             claim = state.claims.get(tag)
             if claim is None or not claim.slot:
                 problems.append(

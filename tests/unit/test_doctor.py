@@ -58,6 +58,14 @@ def test_a_tag_without_a_slot_claim() -> None:
     assert problems == ["service hello: Cloud Run tag pr-2 (revision hello-pr-2-2222222) has no slot claim"]
 
 
+def test_a_tag_in_the_spec_that_cloud_run_does_not_serve() -> None:
+    snap = consistent()
+    del snap.services["hello"].tag_urls["pr-2"]
+    problems = compare(snap)
+    expected = "tag pr-2 on revision hello-pr-2-2222222, but Cloud Run does not serve it"
+    assert any(expected in p for p in problems)
+
+
 def test_two_claims_on_one_slot_and_two_routes() -> None:
     snap = consistent()
     snap.services["hello"].claims["pr-2"] = dataclasses.replace(
