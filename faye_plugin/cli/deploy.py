@@ -49,8 +49,27 @@ def deploy(client: AirflowApiClient, conf: dict[str, Any], *, wait: bool = True)
     if not wait:
         return run.state, None
     state = follow(client, DEPLOY_DAG, run.run_id)
+    if state == "failed":
+        for reason in failure_reasons(client, DEPLOY_DAG, run.run_id):
+            print(reason)
     outcome = client.xcom(DEPLOY_DAG, run.run_id, "preview_url") if state == "success" else None
     return state, outcome
+
+
+def failure_reasons(client: AirflowApiClient, dag_id: str, run_id: str) -> list[str]:
+    """The error each failed task of the run logged last (``faye logs`` shows the whole story)."""
+    from faye_plugin.cli.logs import RunLogs
+
+    logs = RunLogs(client, dag_id, run_id)
+    reasons: list[str] = []
+    for task_id, ti in logs.task_instances().items():
+        tries = int(ti.get("try_number") or 0)
+        if ti.get("state") != "failed" or tries == 0:
+            continue
+        errors = [line for line in logs.read_new(task_id, tries, finished=True) if line.startswith("ERROR")]
+        if errors:
+            reasons.append(f"{task_id} failed: {errors[-1].removeprefix('ERROR ')}")
+    return reasons
 
 
 def conf_from_args(args: argparse.Namespace) -> dict[str, Any]:
