@@ -409,6 +409,12 @@ def test_a_revision_that_never_becomes_ready_is_undone(
     log = _log_text(airflow_api, "faye_deploy", run["dag_run_id"], "deploy_revision")
     assert "Container called exit(3)" in log
     assert f"the preview keeps serving {live['revision']} under tag pr-{PR_CRASH}" in log
+    from faye_plugin.cli.deploy import failure_reasons
+    from faye_plugin.hooks.airflow_api import AirflowApiClient
+
+    client = AirflowApiClient(stack["airflow_url"], stack["airflow_username"], stack["airflow_password"])
+    [reason] = failure_reasons(client, "faye_deploy", run["dag_run_id"])  # what `faye deploy` prints
+    assert reason.startswith("deploy_revision failed: ") and "Container called exit(3)" in reason
 
     target = load_catalogue().service(CRASH_SERVICE).cloud_run
     hook = CloudRunPreviewHook(gcp_conn_id=target.gcp_conn_id)
