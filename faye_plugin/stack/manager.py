@@ -78,27 +78,27 @@ class Stack:
         self.sup = Supervisor(cfg.run_dir)
 
     # --- what the stack is made of ----------------------------------------------------------
-    def specs(self) -> list[tuple[ProcessSpec, str | None]]:
-        """Every process of the stack with the port key it binds (None for unix sockets)."""
+    def specs(self) -> list[tuple[ProcessSpec, tuple[str, ...]]]:
+        """Every process of the stack with the port keys it binds (none for unix sockets)."""
         env = base_env()
-        out: list[tuple[ProcessSpec, str | None]] = [
-            (registry.service_spec(self.cfg, env), "registry"),
-            (caddy.service_spec(self.cfg, env), "proxy"),
+        out: list[tuple[ProcessSpec, tuple[str, ...]]] = [
+            (registry.service_spec(self.cfg, env), ("registry",)),
+            (caddy.service_spec(self.cfg, env), ("proxy", "proxy_admin")),
         ]
-        out += [(podman.service_spec(self.cfg, host, env), None) for host in self.cfg.docker_hosts]
+        out += [(podman.service_spec(self.cfg, host, env), ()) for host in self.cfg.docker_hosts]
         if emulator_available():
-            out.append((self.emulator_spec(env), "cloud_run"))
+            out.append((self.emulator_spec(env), ("cloud_run",)))
         return out
 
-    def airflow_specs(self) -> list[tuple[ProcessSpec, str | None]]:
-        """Airflow's processes with the port each binds (the log servers included)."""
+    def airflow_specs(self) -> list[tuple[ProcessSpec, tuple[str, ...]]]:
+        """Airflow's processes with the ports each binds (the log servers included)."""
         log_server = "airflow-celery-worker" if self.cfg.executor == "celery" else "airflow-scheduler"
         ports = {
-            "airflow-api-server": "airflow",
-            log_server: "worker_log",
-            "airflow-triggerer": "trigger_log",
+            "airflow-api-server": ("airflow",),
+            log_server: ("worker_log",),
+            "airflow-triggerer": ("trigger_log",),
         }
-        return [(spec, ports.get(spec.name)) for spec in airflow.specs(self.cfg, base_env())]
+        return [(spec, ports.get(spec.name, ())) for spec in airflow.specs(self.cfg, base_env())]
 
     def emulator_spec(self, env: dict[str, str]) -> ProcessSpec:
         import sys
@@ -181,7 +181,7 @@ class Stack:
         specs = self.specs()
         airflow_specs = self.airflow_specs()
         # Every port first: a taken one stops `up` before anything is installed or started.
-        self.check_ports([(spec.name, key) for spec, key in specs + airflow_specs if key is not None])
+        self.check_ports([(spec.name, key) for spec, keys in specs + airflow_specs for key in keys])
         installed = packages.ensure()
         if installed:
             self.say(f"installed Debian packages: {' '.join(installed)}")
@@ -219,7 +219,7 @@ class Stack:
         (cfg.home / "status.json").write_text(json.dumps(status, indent=1))
         return status
 
-    def _up_airflow(self, specs: list[tuple[ProcessSpec, str | None]]) -> None:
+    def _up_airflow(self, specs: list[tuple[ProcessSpec, tuple[str, ...]]]) -> None:
         cfg = self.cfg
         fresh = [spec for spec, _ in specs if self.sup.pid(spec.name) is None]
         if fresh:

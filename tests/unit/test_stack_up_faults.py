@@ -23,7 +23,15 @@ def taken_port() -> Iterator[int]:
 
 
 @pytest.mark.parametrize(
-    ("part", "variable"), [("registry", "FAYE_REGISTRY_PORT"), ("airflow", "FAYE_AIRFLOW_PORT")]
+    ("part", "variable"),
+    [
+        ("registry", "FAYE_REGISTRY_PORT"),
+        ("airflow", "FAYE_AIRFLOW_PORT"),
+        ("proxy", "FAYE_PROXY_PORT"),
+        ("proxy admin", "FAYE_PROXY_ADMIN_PORT"),
+        ("Cloud Run emulator", "FAYE_CLOUD_RUN_PORT"),
+        ("triggerer log server", "FAYE_TRIGGER_LOG_PORT"),
+    ],
 )
 def test_a_taken_port_names_the_port_and_its_variable_and_starts_nothing(
     tmp_path: Path, taken_port: int, part: str, variable: str
