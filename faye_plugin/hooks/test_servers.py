@@ -28,6 +28,7 @@ from docker import APIClient
 from docker.errors import APIError, DockerException, NotFound
 
 from faye_plugin.catalogue import DockerHost
+from faye_plugin.exceptions import TestServerUnavailableError
 
 LEASE_NAME = "faye-lease"
 DEFAULT_LEASE_IMAGE = "localhost/faye-base:latest"
@@ -37,7 +38,7 @@ LABEL_EXPIRES = "faye.lease.expires"
 #: Label put on the test containers themselves, naming the lease holder that started them.
 LABEL_TEST_HOLDER = "faye.test.holder"
 
-#: Errors meaning "this server cannot be reached right now": try another one, or wait.
+#: Errors talking to a server: it is down, or refuses (TLS settings, a missing image, an HTTP error).
 UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
     requests.exceptions.ConnectionError,
     requests.exceptions.Timeout,
@@ -204,20 +205,32 @@ def acquire_any(
     ttl_seconds: float,
     lease_image: str = DEFAULT_LEASE_IMAGE,
     timeout: int = 30,
+    *,
+    busy: list[DockerHost] | None = None,
 ) -> tuple[TestServerHook, Lease] | None:
     """Lease the first free server of ``servers`` (in catalogue order); None when all are held.
 
     Returns the server's hook (its ``server`` and a connected ``client``, reusable for the test) and
-    the lease. A server that cannot be reached is skipped (it cannot run a test either).
+    the lease. A server that cannot be reached or refuses the lease (no lease image, TLS settings, an
+    HTTP error) is skipped: it cannot run a test either. When no server is held by another test, waiting
+    cannot help: TestServerUnavailableError names every server and what went wrong. ``busy``, if
+    given, receives the servers held by other tests (the ones worth waiting for).
     """
+    problems: dict[str, str] = {}
     for server in servers:
         hook = TestServerHook(server, lease_image=lease_image, timeout=timeout)
         try:
             lease = hook.try_acquire(holder, ttl_seconds)
-        except UNREACHABLE_ERRORS:
+        except UNREACHABLE_ERRORS as err:
+            problems[server.name] = f"{type(err).__name__}: {err}"
             continue
         if lease is not None:
             return hook, lease
+        if busy is not None:
+            busy.append(server)
+    if len(problems) == len(servers):
+        detail = "; ".join(f"{name}: {why}" for name, why in problems.items())
+        raise TestServerUnavailableError(f"no test server can take a lease ({detail})")
     return None
 
 

@@ -160,16 +160,24 @@ class TestRunnerOperator(DockerOperator):
         ti = context["ti"]
         holder = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.try_number}"
         timeout = spec.test.timeout_minutes * 60
+        busy: list[DockerHost] = []
         taken = acquire_any(
-            catalogue.test_servers, holder, timeout + LEASE_GRACE_SECONDS, self.lease_image, self.timeout
+            catalogue.test_servers,
+            holder,
+            timeout + LEASE_GRACE_SECONDS,
+            self.lease_image,
+            self.timeout,
+            busy=busy,
         )
         if taken is None:
+            # Only the servers other tests hold are waited for: one that failed to lease would look
+            # free to the trigger at once, and the wait would spin.
             self.log.info(
-                "no free test server: waiting (deferred) for one of %d", len(catalogue.test_servers)
+                "no free test server: waiting (deferred) for %s", ", ".join(s.name for s in busy)
             )
             self.defer(
                 trigger=TestServerFreeTrigger.for_hosts(
-                    catalogue.test_servers, self.lease_image, self.lease_poll_interval
+                    tuple(busy), self.lease_image, self.lease_poll_interval
                 ),
                 method_name="execute_after_wait",
             )

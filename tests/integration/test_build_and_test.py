@@ -363,6 +363,33 @@ def test_leases_are_exclusive_under_a_race_and_an_expired_one_is_taken_over(
     assert hook.release(first[1])
 
 
+def test_a_server_that_refuses_leases_is_skipped_and_never_waited_for(stack: dict[str, Any]) -> None:
+    """A server down or misconfigured (here: a lease image it lacks) is not worth waiting for: with a
+    busy server beside it only the busy one is waited for; alone, the test fails naming the cause."""
+    import dataclasses
+
+    from faye_plugin.catalogue import load_catalogue
+    from faye_plugin.exceptions import TestServerUnavailableError
+    from faye_plugin.hooks.test_servers import TestServerHook, acquire_any
+
+    good = load_catalogue(Path(stack["catalogue"])).test_servers[0]
+    down = dataclasses.replace(good, name="down", docker_url="unix:///nonexistent/faye.sock")
+    with pytest.raises(TestServerUnavailableError) as err:
+        acquire_any([down], "taker", 60, lease_image="localhost/faye-no-such-image:1")
+    assert "down: " in str(err.value)
+    with pytest.raises(TestServerUnavailableError, match="no test server can take a lease"):
+        acquire_any([good], "taker", 60, lease_image="localhost/faye-no-such-image:1")
+    hook = TestServerHook(good)
+    held = hook.try_acquire("other-test", 60)
+    assert held is not None
+    try:
+        busy: list[Any] = []
+        assert acquire_any([down, good], "taker", 60, busy=busy) is None
+        assert [s.name for s in busy] == [good.name]
+    finally:
+        assert hook.release(held)
+
+
 def test_build_and_test_dags_reject_a_bad_conf_in_their_first_task(airflow_api: AirflowAPI) -> None:
     unknown_service = _trigger(
         airflow_api, "faye_build", {"service": "nosuch", "pr": 1, "git_sha": "a" * 40}, "bad-service"
