@@ -285,8 +285,10 @@ def test_cleanup_removes_expired_and_keeps_live_and_pinned(stack, airflow_api, p
         assert peers["proxy"].get_slot_route(expiring["slot"]) is None
         assert f"pr-{PR_MAIN}" in tags(service)
         assert _through_proxy(stack, first_deploy["outcome"]["slot_url"]).status_code == 200
-        # revisions nothing refers to are gone (PR 502's, PR 501's replaced one); the serving one stays
-        assert _revision_names(peers, PR_EXPIRING) == set()
+        # revisions nothing refers to are gone (PR 502's, PR 501's replaced one); the serving one stays,
+        # and so does the service's latest revision, which Cloud Run never lets anyone delete
+        latest = service.latest_created_revision.rsplit("/", 1)[-1]
+        assert _revision_names(peers, PR_EXPIRING) <= {latest}
         serving = {t.revision for t in service.traffic if t.revision}  # the tags' and the percents'
         assert tag_revision(service, f"pr-{PR_MAIN}") in _revision_names(peers, PR_MAIN) <= serving
 
@@ -342,7 +344,7 @@ def test_requested_slot_evicts_its_holder(stack, airflow_api, peers, first_deplo
 
 
 CRASH_SERVICE, CRASH_SLOT = "hello-crash", "zcrash"
-PR_CRASH, PR_CRASH_OTHER = 504, 505
+PR_CRASH, PR_CRASH_OTHER, PR_SLOW = 504, 505, 506
 
 
 @pytest.fixture(scope="module")
@@ -356,6 +358,13 @@ def crashing_service(
     subprocess.run(["git", "clone", "-q", stack["sample_repo"], str(repo)], check=True)
     (repo / "serve.sh").write_text('#!/bin/sh\necho "hello-crash: exiting"\nexit 3\n')
     subprocess.run([*git, "commit", "-qam", "exit at start"], check=True)
+    # a branch off the good commit whose server listens only after 20 s (past defer_after's 15 s)
+    subprocess.run([*git, "checkout", "-q", "-b", "slow", "HEAD~1"], check=True)
+    serve = (repo / "serve.sh").read_text()
+    (repo / "serve.sh").write_text(serve.replace("exec httpd", "sleep 20\nexec httpd"))
+    subprocess.run([*git, "commit", "-qam", "listen after 20 s"], check=True)
+    slow = _sha({"sample_repo": str(repo)}, "slow")
+    subprocess.run([*git, "checkout", "-q", "main"], check=True)
     path = Path(stack["catalogue"])
     original = path.read_text()
     data = yaml.safe_load(original)
@@ -371,7 +380,11 @@ def crashing_service(
     }
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     try:
-        yield {"good": _sha({"sample_repo": str(repo)}, "HEAD~1"), "bad": _sha({"sample_repo": str(repo)})}
+        yield {
+            "good": _sha({"sample_repo": str(repo)}, "main~1"),
+            "bad": _sha({"sample_repo": str(repo)}, "main"),
+            "slow": slow,
+        }
     finally:
         path.write_text(original)
 
@@ -424,6 +437,7 @@ def test_a_revision_that_never_becomes_ready_is_undone(
     assert [t.revision for t in service.traffic if t.tag == tag] == [live["revision"]]  # spec, too
     record = read_previews(service)[tag]
     assert (record.sha, record.slot, record.revision) == (good, CRASH_SLOT, live["revision"])
+    assert record.expires > time.time()
     answer = _through_proxy(stack, live["slot_url"])
     assert answer.status_code == 200 and good in answer.text
     assert _crash_problems() == []
@@ -435,6 +449,31 @@ def test_a_revision_that_never_becomes_ready_is_undone(
     assert f"tag pr-{PR_CRASH_OTHER} removed and slot {CRASH_SLOT} left free" in log
     service = hook.get_service(project=target.project, region=target.region, service=target.service)
     assert tag_revision(service, f"pr-{PR_CRASH_OTHER}") is None
-    assert read_previews(service)[f"pr-{PR_CRASH_OTHER}"].slot == ""
+    failed = read_previews(service)[f"pr-{PR_CRASH_OTHER}"]
+    assert failed.slot == "" and failed.expires > time.time()  # it still expires, holding nothing
     assert _through_proxy(stack, live["slot_url"]).status_code == 404
+    assert _crash_problems() == []
+
+
+def test_a_slow_revision_is_waited_for_in_the_triggerer(stack, airflow_api, crashing_service) -> None:
+    """A revision that takes 20 s to listen outlasts deploy_revision's 15 s of polling in the worker:
+    the task defers, CloudRunOperationTrigger waits in the triggerer, execute_complete reads it back."""
+    sha = crashing_service["slow"]
+    run = airflow_api.trigger("faye_deploy", {"service": CRASH_SERVICE, "pr": PR_SLOW, "git_sha": sha})
+    seen: list[str] = []
+    deadline = time.monotonic() + 420
+    while time.monotonic() < deadline:
+        state = airflow_api.get(f"dags/faye_deploy/dagRuns/{run['dag_run_id']}")["state"]
+        ti = airflow_api.task_instances("faye_deploy", run["dag_run_id"]).get("deploy_revision", {})
+        if ti.get("state") and (not seen or seen[-1] != ti["state"]):
+            seen.append(ti["state"])
+        if state in ("success", "failed"):
+            break
+        time.sleep(0.5)
+    assert state == "success", seen
+    assert "deferred" in seen, seen
+    outcome = _xcom(airflow_api, run["dag_run_id"], "preview_url")
+    assert outcome["sha"] == sha and outcome["tag"] == f"pr-{PR_SLOW}"
+    answer = _through_proxy(stack, outcome["slot_url"])
+    assert answer.status_code == 200 and sha in answer.text
     assert _crash_problems() == []
