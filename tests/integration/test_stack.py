@@ -98,6 +98,13 @@ def test_faye_dags_are_loaded_and_unpaused(airflow_api: Any) -> None:
     assert airflow_api.get("importErrors")["total_entries"] == 0
 
 
+def test_airflow_loaded_the_faye_plugin_from_its_entry_point(airflow_api: Any) -> None:
+    plugins = {p["name"]: p for p in airflow_api.get("plugins", limit=100)["plugins"]}
+    assert "faye" in plugins, sorted(plugins)
+    assert {m["name"] for m in plugins["faye"]["macros"]} >= {"preview_tag", "slot_hostname"}
+    assert airflow_api.get("plugins/importErrors")["total_entries"] == 0
+
+
 def test_sample_repo_is_a_git_repo_with_history(stack: dict[str, Any]) -> None:
     import subprocess
 
