@@ -101,7 +101,11 @@ def test_faye_dags_are_loaded_and_unpaused(airflow_api: Any) -> None:
 def test_airflow_loaded_the_faye_plugin_from_its_entry_point(airflow_api: Any) -> None:
     plugins = {p["name"]: p for p in airflow_api.get("plugins", limit=100)["plugins"]}
     assert "faye" in plugins, sorted(plugins)
-    assert {m["name"] for m in plugins["faye"]["macros"]} >= {"preview_tag", "slot_hostname"}
+    assert "group='airflow.plugins'" in plugins["faye"]["source"]
+    assert set(plugins["faye"]["macros"]) >= {
+        "faye_plugin.plugin.preview_tag",
+        "faye_plugin.plugin.slot_hostname",
+    }
     assert airflow_api.get("plugins/importErrors")["total_entries"] == 0
 
 
