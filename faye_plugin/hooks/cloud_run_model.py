@@ -222,6 +222,15 @@ def _target(
     return run_v2.TrafficTarget(type_=type_, revision=revision, percent=percent, tag=tag)
 
 
+def _put_tag(targets: list[run_v2.TrafficTarget], revision: str, tag: str) -> None:
+    """Put ``tag`` on an untagged target of ``revision``, else on a new 0 % target of it."""
+    for t in targets:
+        if t.type_ == REVISION and t.revision == revision and not t.tag:
+            t.tag = tag
+            return
+    targets.append(_target(REVISION, revision, 0, tag))
+
+
 def _current_targets(service: run_v2.Service) -> list[run_v2.TrafficTarget]:
     """The service's traffic spec; an existing service with an empty spec sends 100% to LATEST."""
     targets = [_target(t.type_, t.revision, t.percent, t.tag) for t in service.traffic]
@@ -301,12 +310,7 @@ def with_preview_revision(
         )
         if t.percent or t.tag:
             targets.append(t)
-    for t in targets:
-        if t.type_ == REVISION and t.revision == revision and not t.tag:
-            t.tag = tag
-            break
-    else:
-        targets.append(_target(REVISION, revision, 0, tag))
+    _put_tag(targets, revision, tag)
     new.traffic = targets
     return new
 
@@ -337,12 +341,7 @@ def with_tag_on(service: run_v2.Service, tag: str, revision: str | None) -> run_
     if not revision:
         return new
     targets = [_target(t.type_, t.revision, t.percent, t.tag) for t in new.traffic]
-    for t in targets:
-        if t.type_ == REVISION and t.revision == revision and not t.tag:
-            t.tag = tag
-            break
-    else:
-        targets.append(_target(REVISION, revision, 0, tag))
+    _put_tag(targets, revision, tag)
     new.traffic = targets
     return new
 

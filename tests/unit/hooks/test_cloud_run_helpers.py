@@ -15,11 +15,13 @@ from faye_plugin.hooks.cloud_run import (
     preview_tag,
     read_previews,
     revision_name,
+    served_revision,
     service_path,
     tag_revision,
     tag_uri,
     tags,
     with_preview_revision,
+    with_tag_on,
     without_tag,
     write_previews,
 )
@@ -252,6 +254,42 @@ def test_without_tag_removes_only_that_tag_and_never_moves_traffic() -> None:
         ("REVISION", "hello-pr-2-aaaaaaa", 0, "pr-2"),
     ]
     assert summary(without_tag(service, "pr-9")) == summary(service)
+
+
+def test_a_failed_deploy_puts_the_tag_back_on_what_cloud_run_serves() -> None:
+    """The spec names the revision that never became ready; the status still names the old one."""
+    failed, old = "hello-pr-1-bbbbbbb", "hello-pr-1-aaaaaaa"
+    service = serving(
+        [
+            run_v2.TrafficTarget(type_=REVISION, revision="hello-00001-abc", percent=100),
+            run_v2.TrafficTarget(type_=REVISION, revision=failed, tag="pr-1"),
+            run_v2.TrafficTarget(type_=REVISION, revision="hello-pr-2-ccccccc", tag="pr-2"),
+        ]
+    )
+    service.traffic_statuses = [
+        run_v2.TrafficTargetStatus(type_=REVISION, revision="hello-00001-abc", percent=100),
+        run_v2.TrafficTargetStatus(type_=REVISION, revision=old, tag="pr-1", uri="http://pr-1---h"),
+        run_v2.TrafficTargetStatus(type_=REVISION, revision="hello-pr-2-ccccccc", tag="pr-2", uri="u"),
+    ]
+    assert tag_revision(service, "pr-1") == old and served_revision(service, "pr-1") == old
+    assert served_revision(service, "pr-9") is None
+    assert summary(with_tag_on(service, "pr-1", old)) == [
+        ("REVISION", "hello-00001-abc", 100, ""),
+        ("REVISION", "hello-pr-2-ccccccc", 0, "pr-2"),
+        ("REVISION", old, 0, "pr-1"),
+    ]
+    # nothing served it before (a new PR): the tag goes, production's percent never moves
+    assert summary(with_tag_on(service, "pr-1", None)) == [
+        ("REVISION", "hello-00001-abc", 100, ""),
+        ("REVISION", "hello-pr-2-ccccccc", 0, "pr-2"),
+    ]
+    # back on production's own revision: the untagged target takes the tag, no new target
+    assert summary(with_tag_on(service, "pr-1", "hello-00001-abc"))[0] == (
+        "REVISION",
+        "hello-00001-abc",
+        100,
+        "pr-1",
+    )
 
 
 def test_tag_uri_and_revision_come_from_the_status() -> None:
