@@ -206,6 +206,31 @@ def test_transient_503_is_retried(
     assert requests.get(faults, timeout=5).json()["faults"] == []
 
 
+def test_429_is_retried_and_500_is_not(
+    stack: dict[str, Any], hook: CloudRunPreviewHook, service_id: str, image: str
+) -> None:
+    """Only TRANSIENT_ERRORS are repeated: a 500 is a real error, reported at the first answer."""
+    faults = f"{stack['cloud_run_url']}/_emulator/faults"
+    name = service_path(PROJECT, REGION, service_id)
+    hook.update_service(preview(run_v2.Service(name=name), service_id, image, 1, SHA1), allow_missing=True)
+
+    rule = {"method": "GetService", "status": 429, "count": 2}
+    requests.post(faults, json=rule, timeout=5).raise_for_status()
+    found = hook.get_service(project=PROJECT, region=REGION, service=service_id)
+    assert found is not None and found.name == name
+    assert requests.get(faults, timeout=5).json()["faults"] == []  # both 429s were met, then success
+
+    rule = {"method": "GetService", "status": 500, "count": 2}
+    requests.post(faults, json=rule, timeout=5).raise_for_status()
+    try:
+        with pytest.raises(gexc.InternalServerError):
+            hook.get_service(project=PROJECT, region=REGION, service=service_id)
+        [left] = requests.get(faults, timeout=5).json()["faults"]
+        assert left["count"] == 1  # asked once, not retried
+    finally:
+        requests.delete(faults, timeout=5)
+
+
 def test_stale_etag_is_refused_and_modify_service_reapplies(
     hook: CloudRunPreviewHook, service_id: str, image: str
 ) -> None:
