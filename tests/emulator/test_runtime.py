@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import docker
 import pytest
 import requests
 from emulator_support import (
@@ -125,6 +126,29 @@ def test_restart_keeps_state_and_adopts_containers(fresh_emulator: Emulator, ima
     pr4 = next(s.uri for s in finished.traffic_statuses if s.tag == "pr-4")
     assert revision_of(emulator.get_via(pr4)) == "run-keep-pr-4"
     assert emulator.services().get_service(name=after.name).etag == finished.etag
+
+    # Reconciled at start, before any request: a serving container that died while the emulator was
+    # down runs again, and a container of this state folder that no revision owns is removed.
+    emulator.stop()
+    assert kill_revision(emulator.docker_url, "run-keep-pr-3") == 1
+    host = docker.DockerClient(base_url=emulator.docker_url, version="1.41")
+    stray = host.containers.run(
+        images.marker,
+        detach=True,
+        network_mode="host",
+        environment={"PORT": "1", "K_REVISION": "run-keep-gone"},
+        labels={
+            "faye.emulator.state": str(emulator.state_dir),
+            "faye.emulator.revision": f"{after.name}/revisions/run-keep-gone",
+        },
+    )
+    assert eventually(lambda: "run-keep-pr-3" not in running_revisions(emulator.docker_url))
+    emulator.start()
+    assert eventually(lambda: "run-keep-pr-3" in running_revisions(emulator.docker_url), timeout=30)
+    assert eventually(lambda: "run-keep-gone" not in running_revisions(emulator.docker_url), timeout=30)
+    with pytest.raises(docker.errors.NotFound):
+        host.containers.get(stray.id)
+    assert revision_of(emulator.get_via(tag_uri)) == "run-keep-pr-3"
 
 
 def test_a_serving_container_that_dies_is_replaced(emulator: Emulator, images: Images) -> None:
