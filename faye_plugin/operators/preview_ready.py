@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from faye_plugin.triggers import settle_deadline
 from faye_plugin.triggers.preview import PreviewReadyTrigger, probe
 
 if TYPE_CHECKING:
@@ -45,7 +46,9 @@ class WaitForPreviewOperator(BaseOperator):
             return self.url
         self.log.info("%s answers %s: waiting (deferred) for a 2xx", self.url, status)
         self.defer(
-            trigger=PreviewReadyTrigger(self.url, self.poll_interval, self.timeout_seconds),
+            trigger=PreviewReadyTrigger(
+                self.url, self.poll_interval, self.timeout_seconds, not_before=settle_deadline()
+            ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout_seconds + 60),
         )

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from faye_plugin.triggers import wait_until
+
 #: Errors meaning "not up yet": keep polling. Anything else is a bug and propagates.
 NOT_READY_ERRORS: tuple[type[BaseException], ...] = (httpx.TransportError,)
 
@@ -45,23 +47,33 @@ class PreviewReadyTrigger(BaseTrigger):
     :param url: the preview's public URL, e.g. ``http://a.preview.localhost:28801``.
     :param poll_interval: seconds between two requests.
     :param timeout_seconds: give up after this long and fire a ``timeout`` event.
+    :param not_before: epoch seconds before which it never fires (``faye_plugin.triggers``).
     """
 
-    def __init__(self, url: str, poll_interval: float = 1.0, timeout_seconds: float = 300.0) -> None:
+    def __init__(
+        self, url: str, poll_interval: float = 1.0, timeout_seconds: float = 300.0, not_before: float = 0.0
+    ) -> None:
         super().__init__()
         self.url = url
         self.poll_interval = poll_interval
         self.timeout_seconds = timeout_seconds
+        self.not_before = not_before
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {"url": self.url, "poll_interval": self.poll_interval, "timeout_seconds": self.timeout_seconds},
+            {
+                "url": self.url,
+                "poll_interval": self.poll_interval,
+                "timeout_seconds": self.timeout_seconds,
+                "not_before": self.not_before,
+            },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         target, headers = local_target(self.url)
         deadline = time.monotonic() + self.timeout_seconds
+        await wait_until(self.not_before)  # never within seconds of the deferral (faye_plugin.triggers)
         last: int | None = None
         async with httpx.AsyncClient(timeout=5.0) as client:
             while True:
