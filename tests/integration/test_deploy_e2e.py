@@ -386,6 +386,16 @@ def crashing_service(
             "slow": slow,
         }
     finally:
+        # leave no route or service of a service the restored catalogue no longer knows (doctor)
+        from faye_plugin.catalogue import load_catalogue
+        from faye_plugin.hooks.cloud_run import CloudRunPreviewHook
+        from faye_plugin.hooks.proxy import ProxyHook
+
+        spec = load_catalogue().service(CRASH_SERVICE)
+        ProxyHook(proxy_conn_id=spec.proxy_conn_id).delete_slot_route(CRASH_SLOT)
+        CloudRunPreviewHook(gcp_conn_id=spec.cloud_run.gcp_conn_id).delete_service(
+            project=spec.cloud_run.project, region=spec.cloud_run.region, service=CRASH_SERVICE
+        )
         path.write_text(original)
 
 
