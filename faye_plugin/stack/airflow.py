@@ -157,8 +157,6 @@ def airflow_env(cfg: StackConfig) -> dict[str, str]:
         "AIRFLOW__FAYE__CATALOGUE": str(cfg.catalogue_path),
         **connections(cfg, sec["hello_db_password"]),
     }
-    if cfg.database_url is None:
-        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = "faye_plugin.stack.sqlite_settings.CONNECT_ARGS"
     if cfg.executor == "celery":
         env |= {
             "AIRFLOW__CELERY__BROKER_URL": cfg.redis_url,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 from pathlib import Path
@@ -54,11 +53,6 @@ def test_airflow_settings_share_one_long_jwt_secret_and_the_documented_connectio
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite:///")
-    # SQLite writers wait for the lock instead of failing after Python's default 5 s
-    module, _, name = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"].rpartition(".")
-    assert getattr(importlib.import_module(module), name)["timeout"] >= 30
-    assert env["AIRFLOW__CORE__PARALLELISM"] == "8"
-    assert env["AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"] == "10"
     run = json.loads(env["AIRFLOW_CONN_FAYE_CLOUD_RUN"])
     assert run["extra"]["api_endpoint"] == "http://127.0.0.1:31804"
     proxy = json.loads(env["AIRFLOW_CONN_FAYE_PROXY"])
@@ -79,7 +73,6 @@ def test_celery_settings_use_the_database_and_redis(tmp_path: Path) -> None:
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+postgresql://postgres@127.0.0.1:5432/faye"
     assert "airflow-celery-worker" in airflow.component_names(cfg)
-    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS" not in env  # SQLite only
 
 
 def test_password_file_is_pre_seeded_with_the_reported_password(tmp_path: Path) -> None:
