@@ -85,13 +85,23 @@ class AirflowAPI:
         return resp.json()
 
     def trigger(self, dag_id: str, conf: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
-        """Trigger ``dag_id`` as docs/deploy.md tells CI to (``logical_date`` = now); return the run."""
-        body: dict[str, Any] = {"logical_date": datetime.now(UTC).isoformat(), "conf": conf}
-        if run_id:
-            body["dag_run_id"] = run_id
-        resp = self.session.post(f"{self.url}/api/v2/dags/{dag_id}/dagRuns", json=body, timeout=10)
-        resp.raise_for_status()
-        return dict(resp.json())
+        """Trigger ``dag_id`` as docs/deploy.md tells CI to (``logical_date`` = now); return the run.
+
+        A 500 (SQLite's "database is locked" on the busy embedded stack) is retried with the same run
+        id, as docs/deploy.md advises; a 409 on the retry means the first POST landed.
+        """
+        logical_date = datetime.now(UTC).isoformat()
+        run_id = run_id or f"manual__{logical_date}"
+        body: dict[str, Any] = {"dag_run_id": run_id, "logical_date": logical_date, "conf": conf}
+        for attempt in range(1, 4):
+            resp = self.session.post(f"{self.url}/api/v2/dags/{dag_id}/dagRuns", json=body, timeout=30)
+            if resp.status_code == 409 and attempt > 1:
+                return dict(self.get(f"dags/{dag_id}/dagRuns/{run_id}"))
+            if resp.status_code != 500 or attempt == 3:
+                resp.raise_for_status()
+                return dict(resp.json())
+            time.sleep(0.5 * attempt)
+        raise AssertionError("unreachable")
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float = 300) -> dict[str, Any]:
         """Poll the run until it is success/failed; fail the test after ``timeout`` seconds."""

@@ -160,16 +160,26 @@ class AirflowApiClient:
         """Trigger a run whose ``logical_date`` is now.
 
         The scheduler serves a full pool by ``-priority_weight`` then ``logical_date``: a null one has
-        no defined order, the trigger time gives equal priorities first come, first served. (Unique per
-        DAG: a POST retried after a lost answer gets 409 instead of a second run.)
+        no defined order, the trigger time gives equal priorities first come, first served. The run id
+        is fixed before the first POST, so a POST answered 500 (SQLite's "database is locked" on a busy
+        embedded stack) is sent again safely: a 409 then means the first one landed.
         """
-        body: dict[str, Any] = {"logical_date": datetime.now(UTC).isoformat(), "conf": conf}
-        if run_id:
-            body["dag_run_id"] = run_id
+        logical_date = datetime.now(UTC).isoformat()
+        run_id = run_id or f"manual__{logical_date}"
+        body: dict[str, Any] = {"dag_run_id": run_id, "logical_date": logical_date, "conf": conf}
         if note:
             body["note"] = note
-        response = self.request("POST", f"/dags/{quote(dag_id)}/dagRuns", json=body, ok=(200, 201))
-        return run_from_json(response.json())
+        path = f"/dags/{quote(dag_id)}/dagRuns"
+        for attempt in range(1, 4):
+            response = self.request("POST", path, json=body, ok=(200, 201, 409, 500))
+            if response.status_code in (200, 201):
+                return run_from_json(response.json())
+            if response.status_code == 409:
+                if attempt > 1:
+                    return self.get_run(dag_id, run_id)
+                raise AirflowApiError(f"POST {path}: HTTP 409 {response.text[:500]}")
+            time.sleep(0.5 * attempt)
+        raise AirflowApiError(f"POST {path}: HTTP 500 three times: {response.text[:500]}")
 
     def patch_run(self, dag_id: str, run_id: str, body: dict[str, Any], **kwargs: Any) -> RunInfo:
         """PATCH a run. Two first notes written at once collide on the note table's unique key (409):
