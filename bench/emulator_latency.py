@@ -20,6 +20,7 @@ import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import docker
 import requests
@@ -48,7 +49,8 @@ def timed(label: str, call: Callable[[], object], runs: int) -> None:
     print(f"{label:<58} median {statistics.median(samples):8.1f} ms   p90 {p90:8.1f} ms   (n={runs})")
 
 
-def build_image(status: dict[str, str]) -> str:
+def build_image(status: dict[str, Any], name: str = "bench-emulator") -> str:
+    """Build the benches' revision image (busybox httpd answering its revision) and push it as ``name``."""
     client = docker.DockerClient(base_url=status["build_docker_url"], version="1.41", timeout=120)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -56,7 +58,7 @@ def build_image(status: dict[str, str]) -> str:
         info.size = len(DOCKERFILE.encode())
         tar.addfile(info, io.BytesIO(DOCKERFILE.encode()))
     buf.seek(0)
-    repo = f"{status['registry_host']}/bench-emulator"
+    repo = f"{status['registry_host']}/{name}"
     client.images.build(fileobj=buf, custom_context=True, tag=f"{repo}:v1", rm=True)
     for line in client.images.push(repo, tag="v1", stream=True, decode=True):
         if "error" in line:
@@ -69,8 +71,9 @@ def main() -> None:
     home = Path(os.environ.get("FAYE_HOME", ".faye"))
     status = json.loads((home / "status.json").read_text())
     url = status["cloud_run_url"]
-    client = run_v2.ServicesClient(transport="rest", credentials=AnonymousCredentials(),
-                                   client_options=ClientOptions(api_endpoint=url))
+    client = run_v2.ServicesClient(
+        transport="rest", credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=url)
+    )
     image = build_image(status)
     template = run_v2.RevisionTemplate(containers=[run_v2.Container(image=image)])
     counter = iter(range(1, 10_000))
@@ -78,13 +81,19 @@ def main() -> None:
     def deploy_preview(wait: Callable[[object], object]) -> None:
         current = client.get_service(name=SERVICE)
         n = next(counter)
-        current.template = run_v2.RevisionTemplate(revision=f"bench-emulator-b{n}",
-                                                   containers=[run_v2.Container(image=image)])
+        current.template = run_v2.RevisionTemplate(
+            revision=f"bench-emulator-b{n}", containers=[run_v2.Container(image=image)]
+        )
         serving = [t for t in current.traffic if t.percent]
-        current.traffic = [*serving, run_v2.TrafficTarget(type_=REVISION, revision=f"bench-emulator-b{n}",
-                                                          tag=f"pr-{n}")]
-        op = client.update_service(request=run_v2.UpdateServiceRequest(
-            service=current, update_mask=field_mask_pb2.FieldMask(paths=["template", "traffic"])))
+        current.traffic = [
+            *serving,
+            run_v2.TrafficTarget(type_=REVISION, revision=f"bench-emulator-b{n}", tag=f"pr-{n}"),
+        ]
+        op = client.update_service(
+            request=run_v2.UpdateServiceRequest(
+                service=current, update_mask=field_mask_pb2.FieldMask(paths=["template", "traffic"])
+            )
+        )
         wait(op)
 
     def server_side(op: object) -> None:
@@ -95,27 +104,38 @@ def main() -> None:
     def annotate() -> None:
         current = client.get_service(name=SERVICE)
         current.annotations = {"faye.dev/previews": json.dumps({"t": time.time()})}
-        client.update_service(request=run_v2.UpdateServiceRequest(
-            service=current, update_mask=field_mask_pb2.FieldMask(paths=["annotations"]))).result()
+        client.update_service(
+            request=run_v2.UpdateServiceRequest(
+                service=current, update_mask=field_mask_pb2.FieldMask(paths=["annotations"])
+            )
+        ).result()
 
     try:
         client.delete_service(name=SERVICE).result()
     except Exception:
         pass
     start = time.perf_counter()
-    created = client.create_service(parent=PARENT, service_id="bench-emulator",
-                                    service=run_v2.Service(template=template)).result()
+    created = client.create_service(
+        parent=PARENT, service_id="bench-emulator", service=run_v2.Service(template=template)
+    ).result()
     print(f"{'create + first revision ready (op.result)':<58} {1000 * (time.perf_counter() - start):8.1f} ms")
     host = created.uri.removeprefix("http://")
     timed("GetService", lambda: client.get_service(name=SERVICE), runs)
-    timed("front door GET (service URL -> container)",
-          lambda: requests.get(f"{url}/", headers={"Host": host}, timeout=10).raise_for_status(), runs)
+    timed(
+        "front door GET (service URL -> container)",
+        lambda: requests.get(f"{url}/", headers={"Host": host}, timeout=10).raise_for_status(),
+        runs,
+    )
     timed("annotation-only patch, op.result()", annotate, max(3, runs // 4))
     deploys = max(3, runs // 5)
-    timed("tagged revision deploy, op.result() (client polling)", lambda: deploy_preview(
-        lambda op: op.result(timeout=120)), deploys)  # type: ignore[attr-defined]
-    timed("tagged revision deploy, server-side (poll every 20 ms)",
-          lambda: deploy_preview(server_side), deploys)
+    timed(
+        "tagged revision deploy, op.result() (client polling)",
+        lambda: deploy_preview(lambda op: op.result(timeout=120)),  # type: ignore[attr-defined]
+        deploys,
+    )
+    timed(
+        "tagged revision deploy, server-side (poll every 20 ms)", lambda: deploy_preview(server_side), deploys
+    )
     client.delete_service(name=SERVICE).result()
 
 

@@ -1,4 +1,5 @@
-"""The ASGI app: Cloud Run Admin API v2 over REST, the front door, `/healthz` and `/_emulator/faults`.
+"""The ASGI app: Cloud Run Admin API v2 over REST, the front door, `/healthz`, `/_emulator/faults` and
+`/_emulator/calls`.
 
 One port serves all of it; the Host header decides (`*.run.localhost` is the front door).
 """
@@ -22,7 +23,7 @@ from starlette.routing import Route
 
 from faye_plugin.emulator import frontdoor
 from faye_plugin.emulator.engine import Engine
-from faye_plugin.emulator.faults import MESSAGES, STATUS_NAMES, Fault, FaultTable
+from faye_plugin.emulator.faults import Fault, FaultTable
 from faye_plugin.emulator.runtime import Runtime
 from faye_plugin.emulator.validation import parse_json_body
 from faye_plugin.exceptions import CloudRunApiError
@@ -36,23 +37,55 @@ ROUTES: list[tuple[str, re.Pattern[str], str, tuple[str, ...]]] = [
     ("POST", re.compile(rf"^{LOC}/services$"), "CreateService", ("serviceId", "validateOnly")),
     ("GET", re.compile(rf"^{LOC}/services$"), "ListServices", ("pageSize", "pageToken", "showDeleted")),
     ("GET", re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/services/{SEG})$"), "GetService", ()),
-    ("PATCH", re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/services/{SEG})$"), "UpdateService",
-     ("updateMask", "validateOnly", "allowMissing")),
-    ("DELETE", re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/services/{SEG})$"), "DeleteService",
-     ("validateOnly", "etag")),
-    ("GET", re.compile(rf"^/v2/(?P<parent>projects/{SEG}/locations/{SEG}/services/{SEG})/revisions$"),
-     "ListRevisions", ("pageSize", "pageToken", "showDeleted")),
-    ("GET", re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/services/{SEG}/revisions/{SEG})$"),
-     "GetRevision", ()),
-    ("DELETE", re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/services/{SEG}/revisions/{SEG})$"),
-     "DeleteRevision", ("validateOnly", "etag")),
+    (
+        "PATCH",
+        re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/services/{SEG})$"),
+        "UpdateService",
+        ("updateMask", "validateOnly", "allowMissing"),
+    ),
+    (
+        "DELETE",
+        re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/services/{SEG})$"),
+        "DeleteService",
+        ("validateOnly", "etag"),
+    ),
+    (
+        "GET",
+        re.compile(rf"^/v2/(?P<parent>projects/{SEG}/locations/{SEG}/services/{SEG})/revisions$"),
+        "ListRevisions",
+        ("pageSize", "pageToken", "showDeleted"),
+    ),
+    (
+        "GET",
+        re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/services/{SEG}/revisions/{SEG})$"),
+        "GetRevision",
+        (),
+    ),
+    (
+        "DELETE",
+        re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/services/{SEG}/revisions/{SEG})$"),
+        "DeleteRevision",
+        ("validateOnly", "etag"),
+    ),
     ("GET", re.compile(rf"^{LOC}/operations$"), "ListOperations", ("filter", "pageSize", "pageToken")),
-    ("GET", re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/operations/{SEG})$"), "GetOperation",
-     ()),
-    ("DELETE", re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/operations/{SEG})$"),
-     "DeleteOperation", ()),
-    ("POST", re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/operations/{SEG}):wait$"),
-     "WaitOperation", ()),
+    (
+        "GET",
+        re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/operations/{SEG})$"),
+        "GetOperation",
+        (),
+    ),
+    (
+        "DELETE",
+        re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/operations/{SEG})$"),
+        "DeleteOperation",
+        (),
+    ),
+    (
+        "POST",
+        re.compile(rf"^/v2/(?P<name>projects/{SEG}/locations/{SEG}/operations/{SEG}):wait$"),
+        "WaitOperation",
+        (),
+    ),
 ]
 SYSTEM_PARAMS = ("$alt", "alt", "prettyPrint", "$prettyPrint", "fields", "$fields", "key")
 MAX_WAIT_SECONDS = 60.0
@@ -60,16 +93,19 @@ MAX_WAIT_SECONDS = 60.0
 
 def error_response(err: CloudRunApiError) -> JSONResponse:
     """Render an error the way Google APIs do."""
-    return JSONResponse({"error": {"code": err.http_status, "message": err.message, "status": err.status}},
-                        status_code=err.http_status)
+    body: dict[str, Any] = {"code": err.http_status, "message": err.message, "status": err.status}
+    if err.details:
+        body["details"] = err.details
+    return JSONResponse({"error": body}, status_code=err.http_status)
 
 
 def query_bool(params: dict[str, str], key: str, field: str) -> bool:
     """Read a boolean query parameter ("true"/"false")."""
     value = params.get(key, "false").lower()
     if value not in ("true", "false", "1", "0"):
-        raise CloudRunApiError(400, "INVALID_ARGUMENT",
-                               f"Invalid value at '{field}' (TYPE_BOOL), \"{value}\"")
+        raise CloudRunApiError(
+            400, "INVALID_ARGUMENT", f"Invalid value at '{field}' (TYPE_BOOL), \"{value}\""
+        )
     return value in ("true", "1")
 
 
@@ -79,8 +115,9 @@ def query_int(params: dict[str, str], key: str, field: str) -> int:
     try:
         return int(value)
     except ValueError as err:
-        raise CloudRunApiError(400, "INVALID_ARGUMENT",
-                               f"Invalid value at '{field}' (TYPE_INT32), \"{value}\"") from err
+        raise CloudRunApiError(
+            400, "INVALID_ARGUMENT", f"Invalid value at '{field}' (TYPE_INT32), \"{value}\""
+        ) from err
 
 
 def parse_duration(value: Any) -> float:
@@ -88,8 +125,11 @@ def parse_duration(value: Any) -> float:
     if value is None:
         return MAX_WAIT_SECONDS
     if not isinstance(value, str) or not re.fullmatch(r"\d+(\.\d+)?s", value):
-        raise CloudRunApiError(400, "INVALID_ARGUMENT", f"Invalid value at 'timeout' (type.googleapis.com/"
-                                                        f"google.protobuf.Duration), \"{value}\"")
+        raise CloudRunApiError(
+            400,
+            "INVALID_ARGUMENT",
+            f"Invalid value at 'timeout' (type.googleapis.com/google.protobuf.Duration), \"{value}\"",
+        )
     return min(float(value[:-1]), MAX_WAIT_SECONDS)
 
 
@@ -120,6 +160,8 @@ def create_app(engine: Engine, faults: FaultTable, runtime: Runtime | None = Non
                 return PlainTextResponse("ok\n")
             if path == "/_emulator/faults":
                 return await admin_faults(request, faults)
+            if path == "/_emulator/calls":
+                return JSONResponse({"calls": faults.calls(reset=request.method == "DELETE")})
             return await api(request, engine, faults)
         except CloudRunApiError as err:
             return error_response(err)
@@ -157,16 +199,19 @@ async def api(request: Request, engine: Engine, faults: FaultTable) -> Response:
     params = dict(request.query_params)
     for key in params:
         if key not in allowed and key not in SYSTEM_PARAMS:
-            raise CloudRunApiError(400, "INVALID_ARGUMENT",
-                                   f"Invalid JSON payload received. Unknown name \"{key}\": Cannot bind "
-                                   "query "
-                                   f"parameter. Field '{key}' could not be found in request message.")
+            raise CloudRunApiError(
+                400,
+                "INVALID_ARGUMENT",
+                f'Invalid JSON payload received. Unknown name "{key}": Cannot bind '
+                "query "
+                f"parameter. Field '{key}' could not be found in request message.",
+            )
     fault = faults.take(rpc)
     if fault is not None:
         if fault.delay_seconds:
             await asyncio.sleep(fault.delay_seconds)
         if fault.status is not None:
-            raise CloudRunApiError(fault.status, STATUS_NAMES[fault.status], MESSAGES[fault.status])
+            raise fault.error()
     groups = match.groupdict()
     body = parse_json_body(await request.body()) if request.method in ("POST", "PATCH") else None
     if rpc == "WaitOperation":
@@ -176,20 +221,26 @@ async def api(request: Request, engine: Engine, faults: FaultTable) -> Response:
     return JSONResponse(await run_in_threadpool(call))
 
 
-def bind(rpc: str, engine: Engine, groups: dict[str, str], params: dict[str, str],
-         body: Any) -> Callable[[], Any]:
+def bind(
+    rpc: str, engine: Engine, groups: dict[str, str], params: dict[str, str], body: Any
+) -> Callable[[], Any]:
     """Return a no-argument call of the engine method behind `rpc`."""
     name, parent = groups.get("name", ""), groups.get("parent", "")
     validate_only = query_bool(params, "validateOnly", "validate_only") if "validateOnly" in params else False
     page = (query_int(params, "pageSize", "page_size"), params.get("pageToken", ""))
     calls: dict[str, Callable[[], Any]] = {
-        "CreateService": lambda: engine.create_service(parent, params.get("serviceId", ""), body,
-                                                       validate_only),
+        "CreateService": lambda: engine.create_service(
+            parent, params.get("serviceId", ""), body, validate_only
+        ),
         "ListServices": lambda: engine.list_services(parent, *page),
         "GetService": lambda: engine.get_service(name),
         "UpdateService": lambda: engine.update_service(
-            name, body, params.get("updateMask"), query_bool(params, "allowMissing", "allow_missing"),
-            validate_only),
+            name,
+            body,
+            params.get("updateMask"),
+            query_bool(params, "allowMissing", "allow_missing"),
+            validate_only,
+        ),
         "DeleteService": lambda: engine.delete_service(name, params.get("etag", ""), validate_only),
         "ListRevisions": lambda: engine.list_revisions(parent, *page),
         "GetRevision": lambda: engine.get_revision(name),

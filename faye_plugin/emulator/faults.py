@@ -1,16 +1,20 @@
 """Fault injection: make the next N calls of one API method fail (429/500/503) or answer slowly.
 
 Set through `POST /_emulator/faults` (see docs/emulator.md) or, at start, the env var
-`FAYE_EMULATOR_FAULTS` holding one such JSON object or a list of them.
+`FAYE_EMULATOR_FAULTS` holding one such JSON object or a list of them. Every API call of either
+transport passes through :meth:`FaultTable.take`, which also counts it by RPC name
+(`GET /_emulator/calls`, reset by `DELETE`): how benchmarks count the reads and writes of a deploy.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from faye_plugin.emulator.limits import error_info
 from faye_plugin.exceptions import CloudRunApiError
 
 # The RPC names the emulator answers; "*" matches every one of them.
@@ -66,17 +70,27 @@ class Fault:
         if not isinstance(delay, int | float) or isinstance(delay, bool) or not 0 <= delay <= 300:
             raise CloudRunApiError(400, "INVALID_ARGUMENT", "delay_seconds must be a number in [0, 300].")
         if status is None and not delay:
-            raise CloudRunApiError(400, "INVALID_ARGUMENT",
-                                   "A fault needs a status, a delay_seconds, or both.")
+            raise CloudRunApiError(
+                400, "INVALID_ARGUMENT", "A fault needs a status, a delay_seconds, or both."
+            )
         return cls(method=method, count=count, status=status, delay_seconds=float(delay))
+
+    def error(self) -> CloudRunApiError:
+        """The error this fault answers with; a 429 carries Google's ErrorInfo (RATE_LIMIT_EXCEEDED)."""
+        status = self.status or 500
+        details = []
+        if status == 429:
+            details = [error_info("RATE_LIMIT_EXCEEDED", {"service": "run.googleapis.com"})]
+        return CloudRunApiError(status, STATUS_NAMES[status], MESSAGES[status], details=details)
 
 
 class FaultTable:
-    """The pending faults, consumed in the order they were added (thread-safe)."""
+    """The pending faults, consumed in the order they were added, and the calls seen (thread-safe)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
+        self._calls: Counter[str] = Counter()
 
     def add(self, fault: Fault) -> None:
         """Queue one fault rule."""
@@ -104,9 +118,18 @@ class FaultTable:
         with self._lock:
             return [asdict(f) for f in self._faults]
 
-    def take(self, method: str) -> Fault | None:
-        """Consume one call of the first rule matching `method`; return it (or None)."""
+    def calls(self, *, reset: bool = False) -> dict[str, int]:
+        """How often each RPC was called since the start or the last reset; ``reset`` starts again."""
         with self._lock:
+            seen = dict(self._calls)
+            if reset:
+                self._calls.clear()
+            return seen
+
+    def take(self, method: str) -> Fault | None:
+        """Count one call of `method`; consume one call of the first rule matching it and return it."""
+        with self._lock:
+            self._calls[method] += 1
             for fault in self._faults:
                 if fault.method in ("*", method):
                     fault.count -= 1

@@ -41,6 +41,8 @@ class Reconciler:
     store: Store
     naming: Naming
     runtime: RevisionRuntime | None
+    #: per service: (the traffic list, the latest revision) its trafficStatuses were made from, and them
+    statuses_made: dict[str, tuple[list[dict[str, Any]], str, list[dict[str, Any]]]]
 
     def start(self) -> None:
         """After a restart: resume every service's reconciliation (containers are adopted or restarted)."""
@@ -91,8 +93,9 @@ class Reconciler:
                     resource["conditions"] = [condition("Ready", "CONDITION_SUCCEEDED")]
             else:
                 meta.update(state=FAILED, message=message)
-                resource["conditions"] = [condition("Ready", "CONDITION_FAILED", message, "ERROR",
-                                                    reason="REVISION_FAILED")]
+                resource["conditions"] = [
+                    condition("Ready", "CONDITION_FAILED", message, "ERROR", reason="REVISION_FAILED")
+                ]
             resource.update(reconciling=False, updateTime=now())
             self._reconcile(resource["service"])
             self.store.save()
@@ -124,17 +127,24 @@ class Reconciler:
         service.update(reconciling=False, observedGeneration=service["generation"], updateTime=now())
         latest = service.get("latestCreatedRevision", "")
         if failure:
-            service["terminalCondition"] = condition("Ready", "CONDITION_FAILED", failure, "ERROR",
-                                                     reason="REVISION_FAILED")
-            service["conditions"] = [condition("RoutesReady", "CONDITION_SUCCEEDED"),
-                                     condition("ConfigurationsReady", "CONDITION_FAILED", failure, "ERROR")]
+            service["terminalCondition"] = condition(
+                "Ready", "CONDITION_FAILED", failure, "ERROR", reason="REVISION_FAILED"
+            )
+            service["conditions"] = [
+                condition("RoutesReady", "CONDITION_SUCCEEDED"),
+                condition("ConfigurationsReady", "CONDITION_FAILED", failure, "ERROR"),
+            ]
         else:
             if latest and self.store.meta.get(latest, {}).get("state") == READY:
                 service["latestReadyRevision"] = latest
-            service["trafficStatuses"] = self._statuses(name, service)
+            statuses = self._statuses(name, service)
+            if statuses != service.get("trafficStatuses"):  # else the same list stays (see codec)
+                service["trafficStatuses"] = statuses
             service["terminalCondition"] = condition("Ready", "CONDITION_SUCCEEDED")
-            service["conditions"] = [condition("RoutesReady", "CONDITION_SUCCEEDED"),
-                                     condition("ConfigurationsReady", "CONDITION_SUCCEEDED")]
+            service["conditions"] = [
+                condition("RoutesReady", "CONDITION_SUCCEEDED"),
+                condition("ConfigurationsReady", "CONDITION_SUCCEEDED"),
+            ]
         public = service_wire(service)
         for op_name in self.store.meta.get(name, {}).pop("ops", []):
             op = self.store.operations.get(op_name)
@@ -172,10 +182,14 @@ class Reconciler:
 
     def _statuses(self, name: str, service: dict[str, Any]) -> list[dict[str, Any]]:
         latest = service.get("latestCreatedRevision", "").rsplit("/", 1)[-1]
+        made = self.statuses_made.get(name)
+        if made is not None and made[0] is service["traffic"] and made[1] == latest:
+            return made[2]  # lists are replaced, never edited: the same list gives the same statuses
         statuses = []
         for target in service["traffic"]:
             status = dict(target, revision=target.get("revision") or latest)
             if target.get("tag"):
                 status["uri"] = self.naming.tag_uri(name, target["tag"])
             statuses.append(status)
+        self.statuses_made[name] = (service["traffic"], latest, statuses)
         return statuses

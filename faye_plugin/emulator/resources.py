@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import os
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from faye_plugin.emulator import codec
 from faye_plugin.emulator.validation import REVISION_MSG, SERVICE_MSG, bad
 
 SERVICE_TYPE = "type.googleapis.com/google.cloud.run.v2.Service"
@@ -41,6 +42,7 @@ class Naming:
         project, location, service_id = split_service(service_name)
         return f"http://{self.service_host(project, location, service_id)}:{self.port}"
 
+    @functools.lru_cache(maxsize=8192)  # noqa: B019 - a handful of Naming objects, never freed anyway
     def tag_uri(self, service_name: str, tag: str) -> str:
         """Return a tag's URL: `TAG---` in front of the service host, as Cloud Run does."""
         project, location, service_id = split_service(service_name)
@@ -83,13 +85,22 @@ def new_etag() -> str:
 
 def same_etag(given: str, current: str) -> bool:
     """Compare etags ignoring quotes and a weak prefix."""
+
     def bare(value: str) -> str:
         return value.removeprefix("W/").strip('"')
+
     return bare(given) == bare(current)
 
 
-def condition(kind: str, state: str, message: str = "", severity: str = "", *, reason: str = "",
-              revision_reason: str = "") -> dict[str, Any]:
+def condition(
+    kind: str,
+    state: str,
+    message: str = "",
+    severity: str = "",
+    *,
+    reason: str = "",
+    revision_reason: str = "",
+) -> dict[str, Any]:
     """Build one Condition."""
     result: dict[str, Any] = {"type": kind, "state": state, "lastTransitionTime": now()}
     if message:
@@ -104,10 +115,9 @@ def condition(kind: str, state: str, message: str = "", severity: str = "", *, r
 
 
 def wire(resource: dict[str, Any], message_cls: type[Message]) -> dict[str, Any]:
-    """Round-trip a resource through its proto so nothing the client's strict parser lacks goes out."""
-    message = message_cls()
-    json_format.ParseDict(resource, message, ignore_unknown_fields=False)
-    return json_format.MessageToDict(message)
+    """Round-trip a resource through its proto so nothing the client's strict parser lacks goes out
+    (read-only: its traffic items are shared, see codec)."""
+    return codec.normalise(resource, message_cls)
 
 
 def service_wire(service: dict[str, Any]) -> dict[str, Any]:
@@ -129,8 +139,9 @@ def operation(name: str, resource: dict[str, Any], type_url: str, done: bool) ->
     return op
 
 
-def finish_operation(op: dict[str, Any], resource: dict[str, Any] | None,
-                     error: tuple[str, str] | None) -> None:
+def finish_operation(
+    op: dict[str, Any], resource: dict[str, Any] | None, error: tuple[str, str] | None
+) -> None:
     """Complete an Operation with the resource, or with (status name, message) as its error."""
     type_url = op["metadata"]["@type"]
     op["done"] = True

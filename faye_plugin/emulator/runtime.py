@@ -40,15 +40,21 @@ def not_ready_message(revision_id: str, port: int, exit_code: int | None = None)
 
     A container that ended first gets Cloud Run's shorter wording plus the exit code it logs.
     """
-    start = (f"Revision '{revision_id}' is not ready and cannot serve traffic. The user-provided container "
-             f"failed to start and listen on the port defined provided by the PORT={port} environment "
-             "variable")
+    start = (
+        f"Revision '{revision_id}' is not ready and cannot serve traffic. The user-provided container "
+        f"failed to start and listen on the port defined provided by the PORT={port} environment "
+        "variable"
+    )
     if exit_code is not None:
-        return (f"{start}. Container called exit({exit_code}). "
-                "Logs for this revision might contain more information.")
-    return (f"{start} within the allocated timeout. This can happen when the container port is "
-            "misconfigured or if the timeout is too short. The health check timeout can be extended. "
-            "Logs for this revision might contain more information.")
+        return (
+            f"{start}. Container called exit({exit_code}). "
+            "Logs for this revision might contain more information."
+        )
+    return (
+        f"{start} within the allocated timeout. This can happen when the container port is "
+        "misconfigured or if the timeout is too short. The health check timeout can be extended. "
+        "Logs for this revision might contain more information."
+    )
 
 
 def free_port(taken: set[int]) -> int:
@@ -73,8 +79,9 @@ def port_answers(port: int) -> bool:
 class Runtime:
     """Start, probe, adopt and stop revision containers in a small thread pool."""
 
-    def __init__(self, docker_url: str, state_dir: str, ready_timeout: float,
-                 on_result: ResultCallback) -> None:
+    def __init__(
+        self, docker_url: str, state_dir: str, ready_timeout: float, on_result: ResultCallback
+    ) -> None:
         self.docker_url = docker_url
         self.state_dir = state_dir
         self.ready_timeout = ready_timeout
@@ -90,8 +97,9 @@ class Runtime:
     def client(self) -> docker.DockerClient:
         """The Docker SDK client, built on first use."""
         if self._client is None:
-            self._client = docker.DockerClient(base_url=self.docker_url, version=DOCKER_API_VERSION,
-                                               timeout=120)
+            self._client = docker.DockerClient(
+                base_url=self.docker_url, version=DOCKER_API_VERSION, timeout=120
+            )
         return self._client
 
     def port_of(self, revision: str) -> int | None:
@@ -171,12 +179,21 @@ class Runtime:
             message = err.explanation or str(err)
             if "manifest unknown" in str(message).lower() or "not found" in str(message).lower():
                 message = f"Image '{image}' not found."
-            self._finish(revision, False, f"Revision '{revision_id}' is not ready and cannot serve traffic. "
-                                          f"{message}", port)
+            self._finish(
+                revision,
+                False,
+                f"Revision '{revision_id}' is not ready and cannot serve traffic. {message}",
+                port,
+            )
         except Exception as err:  # the emulator must survive whatever the Docker host does
             log.exception("starting %s failed", revision)
-            self._finish(revision, False, f"Revision '{revision_id}' is not ready and cannot serve traffic. "
-                                          f"Internal error starting the container: {err}", port)
+            self._finish(
+                revision,
+                False,
+                f"Revision '{revision_id}' is not ready and cannot serve traffic. "
+                f"Internal error starting the container: {err}",
+                port,
+            )
 
     def _adopt(self, revision: str) -> int:
         for container in self._containers_of(revision):
@@ -186,8 +203,9 @@ class Runtime:
             self._remove_container(container)
         return 0
 
-    def _run(self, revision: str, service_id: str, revision_id: str, template: dict[str, Any],
-             port: int) -> Container:
+    def _run(
+        self, revision: str, service_id: str, revision_id: str, template: dict[str, Any], port: int
+    ) -> Container:
         spec = template["containers"][0]
         image = spec["image"]
         self.client.images.pull(image)

@@ -7,14 +7,15 @@ emulator stores and answers is a valid proto message.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
 
-from google.cloud import run_v2
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from faye_plugin.emulator import codec
 from faye_plugin.exceptions import CloudRunApiError
 
 SERVICE_ID_RE = re.compile(r"^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$")
@@ -22,19 +23,40 @@ REVISION_ID_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 TAG_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
-RESERVED_NAMESPACES = ("run.googleapis.com", "cloud.googleapis.com", "serving.knative.dev",
-                       "autoscaling.knative.dev")
+RESERVED_NAMESPACES = (
+    "run.googleapis.com",
+    "cloud.googleapis.com",
+    "serving.knative.dev",
+    "autoscaling.knative.dev",
+)
 RESERVED_ENV = ("PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION")
 MAX_TAG_AND_SERVICE = 46
-SERVICE_OUTPUT_ONLY = ("uid", "generation", "createTime", "updateTime", "deleteTime", "expireTime",
-                       "creator", "lastModifier", "urls", "observedGeneration", "terminalCondition",
-                       "conditions", "latestReadyRevision", "latestCreatedRevision", "trafficStatuses",
-                       "uri", "satisfiesPzs", "reconciling", "etag")
+SERVICE_OUTPUT_ONLY = (
+    "uid",
+    "generation",
+    "createTime",
+    "updateTime",
+    "deleteTime",
+    "expireTime",
+    "creator",
+    "lastModifier",
+    "urls",
+    "observedGeneration",
+    "terminalCondition",
+    "conditions",
+    "latestReadyRevision",
+    "latestCreatedRevision",
+    "trafficStatuses",
+    "uri",
+    "satisfiesPzs",
+    "reconciling",
+    "etag",
+)
 LATEST = "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST"
 REVISION = "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION"
 
-SERVICE_MSG = run_v2.Service.pb()
-REVISION_MSG = run_v2.Revision.pb()
+SERVICE_MSG = codec.SERVICE_MSG
+REVISION_MSG = codec.REVISION_MSG
 
 
 def bad(message: str, status: str = "INVALID_ARGUMENT", http_status: int = 400) -> CloudRunApiError:
@@ -57,12 +79,10 @@ def to_message_dict(body: Any, message_cls: type[Message], what: str) -> dict[st
     """Parse `body` strictly as `message_cls` and return it normalised (camelCase, enum names)."""
     if not isinstance(body, dict):
         raise bad(f"Invalid JSON payload received. Expected an object at '{what}'.")
-    message = message_cls()
     try:
-        json_format.ParseDict(body, message, ignore_unknown_fields=False)
+        return codec.normalise(body, message_cls)
     except (json_format.ParseError, RecursionError) as err:
         raise bad(_parse_error_message(str(err) or "Too deeply nested", what)) from err
-    return json_format.MessageToDict(message)
 
 
 def _parse_error_message(text: str, what: str) -> str:
@@ -81,17 +101,21 @@ def check_service_id(service_id: str) -> None:
     if not service_id:
         raise bad("service_id is required.")
     if not SERVICE_ID_RE.match(service_id):
-        raise bad(f"Invalid value specified for service_id '{service_id}': only lowercase, digits, and "
-                  "hyphens; must begin with letter, and cannot end with hyphen; must be less than 50 "
-                  "characters.")
+        raise bad(
+            f"Invalid value specified for service_id '{service_id}': only lowercase, digits, and "
+            "hyphens; must begin with letter, and cannot end with hyphen; must be less than 50 "
+            "characters."
+        )
 
 
 def check_revision_id(revision: str, service_id: str) -> None:
     """Refuse a template.revision Cloud Run refuses (it must also start with the service name)."""
     if not REVISION_ID_RE.match(revision):
-        raise bad(f"Invalid value specified for template.revision '{revision}': only lowercase, digits, "
-                  "and hyphens; must begin with letter, and may not end with hyphen; must be less than "
-                  "64 characters.")
+        raise bad(
+            f"Invalid value specified for template.revision '{revision}': only lowercase, digits, "
+            "and hyphens; must begin with letter, and may not end with hyphen; must be less than "
+            "64 characters."
+        )
     if not revision.startswith(service_id + "-"):
         raise bad(f"template.revision '{revision}' must start with the service name '{service_id}-'.")
 
@@ -100,15 +124,19 @@ def check_metadata(labels: dict[str, str], annotations: dict[str, str], where: s
     """Refuse labels that break GCP label rules and keys in the namespaces Cloud Run v2 reserves."""
     for key, value in labels.items():
         if not LABEL_KEY_RE.match(key) or not LABEL_VALUE_RE.match(value):
-            raise bad(f"Invalid label '{key}: {value}' in {where}.labels: keys must start with a lowercase "
-                      "letter; keys and values may contain only lowercase letters, digits, '_' and '-' "
-                      "and be at most 63 characters.")
+            raise bad(
+                f"Invalid label '{key}: {value}' in {where}.labels: keys must start with a lowercase "
+                "letter; keys and values may contain only lowercase letters, digits, '_' and '-' "
+                "and be at most 63 characters."
+            )
     for kind, mapping in (("labels", labels), ("annotations", annotations)):
         for key in mapping:
             namespace = key.split("/", 1)[0] if "/" in key else ""
             if any(namespace == ns or namespace.endswith("." + ns) for ns in RESERVED_NAMESPACES):
-                raise bad(f"The key '{key}' in {where}.{kind} is not supported: Cloud Run API v2 does not "
-                          f"support {kind} in the {namespace} namespace.")
+                raise bad(
+                    f"The key '{key}' in {where}.{kind} is not supported: Cloud Run API v2 does not "
+                    f"support {kind} in the {namespace} namespace."
+                )
 
 
 def check_template(template: dict[str, Any]) -> None:
@@ -121,8 +149,10 @@ def check_template(template: dict[str, Any]) -> None:
             raise bad(f"template.containers[{index}].image: Required field not set.")
         reserved = sorted({e.get("name", "") for e in container.get("env", [])} & set(RESERVED_ENV))
         if reserved:
-            raise bad(f"template.containers[{index}].env: The following reserved env names were provided: "
-                      f"{', '.join(reserved)}. These values are automatically set by the system.")
+            raise bad(
+                f"template.containers[{index}].env: The following reserved env names were provided: "
+                f"{', '.join(reserved)}. These values are automatically set by the system."
+            )
     check_metadata(template.get("labels", {}), template.get("annotations", {}), "template")
 
 
@@ -151,16 +181,22 @@ def check_traffic(traffic: list[dict[str, Any]], service_id: str, known_revision
             raise bad(f"traffic[{index}].percent: must be between 0 and 100.")
         total += percent
         if target["type"] == LATEST and revision:
-            raise bad(f"traffic[{index}]: revision must not be set when type is "
-                      "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST.")
+            raise bad(
+                f"traffic[{index}]: revision must not be set when type is "
+                "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST."
+            )
         if target["type"] == REVISION and not revision:
-            raise bad(f"traffic[{index}]: revision is required when type is "
-                      "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION.")
+            raise bad(
+                f"traffic[{index}]: revision is required when type is "
+                "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION."
+            )
         if not percent and not tag:
             raise bad(f"traffic[{index}]: a traffic target needs a percent or a tag.")
         if revision and revision not in known_revisions:
-            raise bad(f"Revision '{revision}' referenced in traffic[{index}] does not exist in service "
-                      f"'{service_id}'.")
+            raise bad(
+                f"Revision '{revision}' referenced in traffic[{index}] does not exist in service "
+                f"'{service_id}'."
+            )
         if tag:
             check_tag(tag, service_id)
             if tag in tags:
@@ -170,16 +206,21 @@ def check_traffic(traffic: list[dict[str, Any]], service_id: str, known_revision
         raise bad(f"Traffic allocations must sum to 100, got {total}.")
 
 
+@functools.lru_cache(maxsize=8192)  # a service's tags are checked on each of its writes
 def check_tag(tag: str, service_id: str) -> None:
     """Refuse a tag Cloud Run refuses (DNS label, at least 3 characters, tag + service <= 46)."""
     if len(tag) < 3:
         raise bad(f"traffic tag '{tag}' is invalid: revision tags must contain at least three characters.")
     if not TAG_RE.match(tag):
-        raise bad(f"traffic tag '{tag}' is invalid: tags must be lowercase letters, digits and hyphens, "
-                  "start with a letter and not end with a hyphen.")
+        raise bad(
+            f"traffic tag '{tag}' is invalid: tags must be lowercase letters, digits and hyphens, "
+            "start with a letter and not end with a hyphen."
+        )
     if len(tag) + len(service_id) > MAX_TAG_AND_SERVICE:
-        raise bad(f"spec.traffic.tag: traffic tag '{tag}' and service name '{service_id}' together are too "
-                  "long. Combined traffic tag and service name cannot exceed 46 characters.")
+        raise bad(
+            f"spec.traffic.tag: traffic tag '{tag}' and service name '{service_id}' together are too "
+            "long. Combined traffic tag and service name cannot exceed 46 characters."
+        )
 
 
 def check_update_mask(mask: str) -> list[str]:
@@ -218,7 +259,7 @@ def _walk(raw: str, parts: list[str]) -> list[str]:
         if message is not None and message.GetOptions().map_entry:
             if len(parts) > index + 2:
                 raise bad(f"Invalid update mask path '{raw}': a map key ends the path.")
-            return names + parts[index + 1:]
+            return names + parts[index + 1 :]
         if not last and (message is None or field.is_repeated):
             raise bad(f"Invalid update mask path '{raw}': '{part}' has no sub-fields that can be masked.")
         descriptor = message

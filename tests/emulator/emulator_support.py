@@ -1,7 +1,6 @@
 """What the emulator tests share: test images, an emulator subprocess, small builders of the
 official client's types. Every emulator is a real `python -m faye_plugin.emulator` subprocess."""
 
-
 from __future__ import annotations
 
 import io
@@ -24,6 +23,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
 from google.protobuf import field_mask_pb2
+from google.rpc import error_details_pb2
 
 REPO = Path(__file__).resolve().parents[2]
 PARENT = "projects/local/locations/europe-west1"
@@ -71,7 +71,10 @@ class Emulator:
 
     docker_url: str
     state_dir: Path
+    tls_dir: Path
+    transport: str = "rest"  # what services()/revisions() speak: "rest" or "grpc" (the default transport)
     port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -85,11 +88,29 @@ class Emulator:
         env.setdefault("PYTHONPYCACHEPREFIX", str(REPO / ".cache" / "pycache"))
         log = (self.state_dir / "emulator.log").open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "faye_plugin.emulator", "--port", str(self.port),
-             "--state-dir", str(self.state_dir), "--docker-url", self.docker_url, "--ready-timeout", "4"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "faye_plugin.emulator",
+                "--port",
+                str(self.port),
+                "--state-dir",
+                str(self.state_dir),
+                "--docker-url",
+                self.docker_url,
+                "--ready-timeout",
+                "4",
+                "--grpc-port",
+                str(self.grpc_port),
+                "--tls-dir",
+                str(self.tls_dir),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded 2-core machine can take a while to import
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 log_text = (self.state_dir / "emulator.log").read_text()
@@ -100,7 +121,7 @@ class Emulator:
             except requests.ConnectionError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError("emulator did not answer /healthz in 30 s")
+        raise RuntimeError("emulator did not answer /healthz in 120 s")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -112,16 +133,33 @@ class Emulator:
         """Remove the containers this emulator left behind (cleanup only, never asserted on)."""
         client = docker.DockerClient(base_url=self.docker_url, version="1.41")
         for container in client.containers.list(
-                all=True, filters={"label": f"faye.emulator.state={self.state_dir.resolve()}"}):
+            all=True, filters={"label": f"faye.emulator.state={self.state_dir.resolve()}"}
+        ):
             container.remove(force=True)
 
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        """REST: the http:// endpoint. gRPC: nothing but host:port (the CA comes from
+        GRPC_DEFAULT_SSL_ROOTS_FILE_PATH), with the client's default transport."""
+        if self.transport == "grpc":
+            return {
+                "credentials": AnonymousCredentials(),
+                "client_options": ClientOptions(api_endpoint=self.grpc_endpoint),
+            }
+        return {
+            "transport": "rest",
+            "credentials": AnonymousCredentials(),
+            "client_options": ClientOptions(api_endpoint=self.url),
+        }
+
     def services(self) -> run_v2.ServicesClient:
-        return run_v2.ServicesClient(transport="rest", credentials=AnonymousCredentials(),
-                                     client_options=ClientOptions(api_endpoint=self.url))
+        return run_v2.ServicesClient(**self._client_kwargs())
 
     def revisions(self) -> run_v2.RevisionsClient:
-        return run_v2.RevisionsClient(transport="rest", credentials=AnonymousCredentials(),
-                                      client_options=ClientOptions(api_endpoint=self.url))
+        return run_v2.RevisionsClient(**self._client_kwargs())
 
     def get_via(self, uri: str, path: str = "/") -> requests.Response:
         """GET a service or tag URI the way Python clients do: connect to 127.0.0.1, send the Host."""
@@ -132,11 +170,18 @@ class Emulator:
         return requests.post(f"{self.url}/_emulator/faults", data=json.dumps(list(rules)), timeout=5)
 
 
-def launch(stack: dict[str, Any], state_dir: Path, env: dict[str, str] | None = None) -> Emulator:
-    emulator = Emulator(docker_url=stack["run_docker_url"], state_dir=state_dir, env=env or {})
+def launch(
+    stack: dict[str, Any], state_dir: Path, transport: str, env: dict[str, str] | None = None
+) -> Emulator:
+    emulator = Emulator(
+        docker_url=stack["run_docker_url"],
+        state_dir=state_dir,
+        env=env or {},
+        tls_dir=Path(stack["cloud_run_grpc_ca"]).parent,
+        transport=transport,
+    )
     emulator.start()
     return emulator
-
 
 
 REVISION = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
@@ -154,10 +199,14 @@ def template(image: str, revision: str = "", greeting: str = "hi", **labels: str
     )
 
 
-def create(client: run_v2.ServicesClient, service_id: str, image: str,
-           greeting: str = "hi") -> run_v2.Service:
-    op = client.create_service(parent=PARENT, service_id=service_id,
-                               service=run_v2.Service(template=template(image, greeting=greeting)))
+def create(
+    client: run_v2.ServicesClient, service_id: str, image: str, greeting: str = "hi"
+) -> run_v2.Service:
+    op = client.create_service(
+        parent=PARENT,
+        service_id=service_id,
+        service=run_v2.Service(template=template(image, greeting=greeting)),
+    )
     return op.result(timeout=60)
 
 
@@ -169,11 +218,13 @@ def pinned(revision: str) -> run_v2.TrafficTarget:
     return run_v2.TrafficTarget(type_=REVISION, revision=revision, percent=100)
 
 
-def patch(client: run_v2.ServicesClient, service: run_v2.Service, *paths: str,
-          allow_missing: bool = False) -> Any:
+def patch(
+    client: run_v2.ServicesClient, service: run_v2.Service, *paths: str, allow_missing: bool = False
+) -> Any:
     """Send faye's kind of PATCH (updateMask, optional allowMissing, the service's etag); return the LRO."""
-    request = run_v2.UpdateServiceRequest(service=service, allow_missing=allow_missing,
-                                          update_mask=field_mask_pb2.FieldMask(paths=list(paths)))
+    request = run_v2.UpdateServiceRequest(
+        service=service, allow_missing=allow_missing, update_mask=field_mask_pb2.FieldMask(paths=list(paths))
+    )
     return client.update_service(request=request)
 
 
@@ -192,7 +243,7 @@ def error_of(response: requests.Response) -> dict[str, Any]:
     """The `error` object of a Google API error body."""
     body = response.json()
     assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message", "status"}, body
+    assert set(body["error"]) - {"details"} == {"code", "message", "status"}, body
     assert body["error"]["code"] == response.status_code
     return dict(body["error"])
 
@@ -231,3 +282,15 @@ def kill_revision(docker_url: str, revision_id: str) -> int:
             os.kill(int(container.attrs["State"]["Pid"]), signal.SIGKILL)
             killed += 1
     return killed
+
+
+def field_violations(error: Any) -> list[tuple[str, str]]:
+    """(field, description) of every BadRequest field violation in an API error's details (REST
+    gives them as JSON, gRPC as messages)."""
+    found = []
+    for detail in error.details:
+        if isinstance(detail, dict) and detail.get("@type") == "type.googleapis.com/google.rpc.BadRequest":
+            found += [(v["field"], v["description"]) for v in detail["fieldViolations"]]
+        elif isinstance(detail, error_details_pb2.BadRequest):
+            found += [(v.field, v.description) for v in detail.field_violations]
+    return found

@@ -22,6 +22,7 @@ from emulator_support import (
 from emulator_support import create as create_service
 from google.api_core import exceptions
 from google.cloud import run_v2
+from google.longrunning import operations_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -54,8 +55,12 @@ def test_preview_tag_move_traffic_and_untag(emulator: Emulator, images: Images) 
     main = short(service.latest_ready_revision)
 
     # faye's deploy: a named revision, labels, a tag with no traffic, the previews annotation, the etag.
-    service.template = template(images.marker, revision="life-preview-pr-7-abc1234", greeting="preview",
-                                **{"faye-pr": "7", "faye-slot": "a"})
+    service.template = template(
+        images.marker,
+        revision="life-preview-pr-7-abc1234",
+        greeting="preview",
+        **{"faye-pr": "7", "faye-slot": "a"},
+    )
     service.traffic = [pinned(main), tag_target("life-preview-pr-7-abc1234", "pr-7")]
     service.annotations = {"faye.dev/previews": json.dumps({"pr-7": {"slot": "a"}})}
     op = patch(client, service, "template", "traffic", "annotations", allow_missing=True)
@@ -127,16 +132,22 @@ def test_allow_missing_creates_and_validate_only_stores_nothing(emulator: Emulat
     created = patch(client, fresh, "template", allow_missing=True).result(timeout=60)
     assert created.generation == 1 and created.latest_ready_revision
 
-    dry = client.create_service(request=run_v2.CreateServiceRequest(
-        parent=PARENT, service_id="life-dry", service=run_v2.Service(template=template(images.marker)),
-        validate_only=True))
+    dry = client.create_service(
+        request=run_v2.CreateServiceRequest(
+            parent=PARENT,
+            service_id="life-dry",
+            service=run_v2.Service(template=template(images.marker)),
+            validate_only=True,
+        )
+    )
     assert dry.result(timeout=10).name == service_name("life-dry")
     with pytest.raises(exceptions.NotFound):
         client.get_service(name=service_name("life-dry"))
 
     created.description = "only a dry run"
-    dry_patch = client.update_service(request=run_v2.UpdateServiceRequest(
-        service=created, validate_only=True))
+    dry_patch = client.update_service(
+        request=run_v2.UpdateServiceRequest(service=created, validate_only=True)
+    )
     assert dry_patch.result(timeout=10).description == "only a dry run"
     client.delete_service(request=run_v2.DeleteServiceRequest(name=created.name, validate_only=True))
     stored = client.get_service(name=created.name)
@@ -158,7 +169,9 @@ def test_delete_with_etag_and_operations(emulator: Emulator, images: Images) -> 
     stored = client.get_operation({"name": op.operation.name})
     assert stored.done and stored.name == op.operation.name
     waited = client.wait_operation({"name": op.operation.name, "timeout": {"seconds": 5}})
-    assert waited.done
+    if isinstance(waited, bytes):  # google-cloud-run's gRPC transport leaves WaitOperation's answer undecoded
+        waited = operations_pb2.Operation.FromString(waited)
+    assert waited.done and waited.name == op.operation.name
     assert op.operation.name in [o.name for o in client.list_operations({"name": PARENT}).operations]
 
 

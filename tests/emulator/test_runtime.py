@@ -28,8 +28,9 @@ pytestmark = pytest.mark.integration
 FAILED = run_v2.Condition.State.CONDITION_FAILED
 
 
-def test_a_container_that_never_listens_leaves_traffic_where_it_was(emulator: Emulator,
-                                                                    images: Images) -> None:
+def test_a_container_that_never_listens_leaves_traffic_where_it_was(
+    emulator: Emulator, images: Images
+) -> None:
     client = emulator.services()
     service = create_service(client, "run-fail", images.marker)
     good = short(service.latest_ready_revision)
@@ -66,8 +67,7 @@ def test_a_container_that_never_listens_leaves_traffic_where_it_was(emulator: Em
     assert "greeting=fixed" in emulator.get_via(recovered.uri).text
 
 
-def test_a_container_that_exits_fails_at_once_with_its_exit_code(emulator: Emulator,
-                                                                  images: Images) -> None:
+def test_a_container_that_exits_fails_at_once_with_its_exit_code(emulator: Emulator, images: Images) -> None:
     """Seen as ended (podman says "stopped" where Docker says "exited"), not waited out to the timeout."""
     client = emulator.services()
     service = create_service(client, "run-exit", images.marker)
@@ -106,9 +106,13 @@ def test_restart_keeps_state_and_adopts_containers(fresh_emulator: Emulator, ima
 
     after = client.get_service(name=before.name)
     assert (after.etag, after.generation, after.latest_ready_revision) == (
-        before.etag, before.generation, before.latest_ready_revision)
+        before.etag,
+        before.generation,
+        before.latest_ready_revision,
+    )
     assert [(s.revision, s.tag, s.uri) for s in after.traffic_statuses] == [
-        (s.revision, s.tag, s.uri) for s in before.traffic_statuses]
+        (s.revision, s.tag, s.uri) for s in before.traffic_statuses
+    ]
     assert len(list(emulator.revisions().list_revisions(parent=after.name))) == 2
     assert revision_of(emulator.get_via(tag_uri)) == "run-keep-pr-3"
     assert revision_of(emulator.get_via(after.uri)) == main

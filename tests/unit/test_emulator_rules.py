@@ -23,13 +23,16 @@ from faye_plugin.exceptions import CloudRunApiError
 NAMING = Naming(port=8123, project="local", region="europe-west1")
 
 
-@pytest.mark.parametrize(("tag", "service", "message"), [
-    ("ab", "hello", "at least three characters"),
-    ("PR-1", "hello", "lowercase"),
-    ("pr-", "hello", "lowercase"),
-    ("1pr", "hello", "lowercase"),
-    ("t" * 42, "hello", "cannot exceed 46"),
-])
+@pytest.mark.parametrize(
+    ("tag", "service", "message"),
+    [
+        ("ab", "hello", "at least three characters"),
+        ("PR-1", "hello", "lowercase"),
+        ("pr-", "hello", "lowercase"),
+        ("1pr", "hello", "lowercase"),
+        ("t" * 42, "hello", "cannot exceed 46"),
+    ],
+)
 def test_bad_tags(tag: str, service: str, message: str) -> None:
     with pytest.raises(CloudRunApiError, match=message):
         check_tag(tag, service)
@@ -52,8 +55,14 @@ def test_traffic_defaults_and_sums() -> None:
     assert normalise_traffic([]) == [{"type": LATEST, "percent": 100}]
     typed = normalise_traffic([{"revision": "hello-1", "percent": 100}, {"tag": "main", "percent": 0}])
     assert [t["type"] for t in typed] == [REVISION, LATEST]
-    check_traffic([{"type": REVISION, "revision": "hello-1", "percent": 60},
-                   {"type": LATEST, "percent": 40, "tag": "next"}], "hello", {"hello-1"})
+    check_traffic(
+        [
+            {"type": REVISION, "revision": "hello-1", "percent": 60},
+            {"type": LATEST, "percent": 40, "tag": "next"},
+        ],
+        "hello",
+        {"hello-1"},
+    )
     with pytest.raises(CloudRunApiError, match="sum to 100, got 99"):
         check_traffic([{"type": LATEST, "percent": 99}], "hello", set())
     with pytest.raises(CloudRunApiError, match="does not exist"):
@@ -63,8 +72,9 @@ def test_traffic_defaults_and_sums() -> None:
 def test_unknown_fields_are_named_like_google_does() -> None:
     with pytest.raises(CloudRunApiError) as raised:
         to_message_dict({"template": {"containerz": []}}, SERVICE_MSG, "service")
-    assert raised.value.message == ("Invalid JSON payload received. Unknown name \"containerz\" at "
-                                    "'service.template': Cannot find field.")
+    assert raised.value.message == (
+        "Invalid JSON payload received. Unknown name \"containerz\" at 'service.template': Cannot find field."
+    )
     body = {"traffic": [{"type": 2, "revision": "x", "percent": 100}]}
     parsed = to_message_dict(body, SERVICE_MSG, "service")
     assert parsed["traffic"][0]["type"] == REVISION  # ints (enum-encoding=int) become names
@@ -72,7 +82,10 @@ def test_unknown_fields_are_named_like_google_does() -> None:
 
 def test_update_mask_paths() -> None:
     assert check_update_mask("traffic,template.containers,annotations") == [
-        "traffic", "template.containers", "annotations"]
+        "traffic",
+        "template.containers",
+        "annotations",
+    ]
     assert check_update_mask("invoker_iam_disabled") == ["invokerIamDisabled"]
     with pytest.raises(CloudRunApiError, match="cannot be updated"):
         check_update_mask("etag")
