@@ -9,7 +9,7 @@ export UV_FROZEN := 1
 unexport PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX ?= $(CURDIR)/.cache/pycache
 
-.PHONY: setup uv lint typecheck unit test demo down status clean
+.PHONY: setup uv lint typecheck unit test test-celery demo down status clean
 
 # Install uv when it is missing: pip --user (with PEP 668's escape hatch on Debian's own Python).
 uv:
@@ -23,6 +23,7 @@ setup: uv
 
 lint: setup
 	$(UV) run ruff check .
+	$(UV) run ruff format --check .
 
 typecheck: setup
 	$(UV) run mypy
@@ -35,6 +36,11 @@ unit: setup
 test: setup lint typecheck
 	$(UV) run pytest
 
+# The Celery two-worker stack on PostgreSQL and Redis (tests/integration/test_celery_stack.py): opt-in,
+# it takes longer than the rest of `make test` together on a 2-core machine.
+test-celery: setup
+	FAYE_CELERY_TESTS=1 $(UV) run pytest tests/integration/test_celery_stack.py
+
 demo: setup
 	$(UV) run faye stack up
 	$(UV) run faye demo
@@ -46,4 +52,4 @@ down: setup
 	$(UV) run faye stack down
 
 clean: down
-	rm -rf .faye .faye-test .cache
+	rm -rf .faye .faye-test .faye-celery-test .cache

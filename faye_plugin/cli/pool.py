@@ -2,7 +2,7 @@
 
 The pool has one slot per test server in the catalogue and counts deferred tasks
 (``include_deferred``): a test task that defers while waiting for a lease keeps its place in the queue.
-Everything goes through the REST API (``POST``/``PATCH /api/v2/pools``).
+Everything goes through the REST API (``AirflowApiClient.sync_pool``, which the stack's ``up`` uses too).
 """
 
 from __future__ import annotations
@@ -11,35 +11,27 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
+from faye_plugin.airflow_rest import POOL_DESCRIPTION, AirflowApiClient
 from faye_plugin.catalogue import load_catalogue
-from faye_plugin.cli.logs import add_airflow_flags, client_from_args
-from faye_plugin.hooks.airflow_api import AirflowApiClient
+from faye_plugin.cli._common import add_airflow_flags, airflow_client
 from faye_plugin.settings import TEST_SERVERS_POOL
-
-DESCRIPTION = "faye test servers: one slot per server of the catalogue (faye pool sync)"
 
 
 def pool_body(slots: int, name: str = TEST_SERVERS_POOL) -> dict[str, Any]:
-    """Return the full pool body (3.3's PATCH wants all fields)."""
-    return {"name": name, "slots": slots, "description": DESCRIPTION, "include_deferred": True}
+    """The pool's full body, as ``AirflowApiClient.sync_pool`` sends it."""
+    return {"name": name, "slots": slots, "description": POOL_DESCRIPTION, "include_deferred": True}
 
 
 def sync_pool(client: AirflowApiClient, slots: int, name: str = TEST_SERVERS_POOL) -> dict[str, Any]:
     """Create or update the pool to ``slots`` slots (deferred tasks counted); return the API's pool."""
-    body = pool_body(slots, name)
-    if client.pool(name) is None:
-        response = client.request("POST", "/pools", json=body, ok=(200, 201))
-    else:
-        response = client.request("PATCH", f"/pools/{quote(name, safe='')}", json=body)
-    return dict(response.json())
+    return client.sync_pool(slots, name)[0]
 
 
 def _sync(args: argparse.Namespace) -> int:
     catalogue = load_catalogue(Path(args.catalogue) if args.catalogue else None)
     slots = len(catalogue.test_servers)
-    pool = sync_pool(client_from_args(args), slots)
+    pool = sync_pool(airflow_client(args), slots)
     names = ", ".join(s.name for s in catalogue.test_servers) or "none"
     print(f"pool {pool['name']}: {pool['slots']} slot(s) for test servers {names} (deferred tasks count)")
     return 0
@@ -54,15 +46,16 @@ def lease_rows(catalogue_path: Path | None = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for server in load_catalogue(catalogue_path).test_servers:
         row: dict[str, Any] = {"server": server.name, "docker_url": server.docker_url}
+        hook = TestServerHook(server)
         try:
-            lease = TestServerHook(server).current_lease()
+            lease = hook.current_lease()
         except UNREACHABLE_ERRORS as err:
             rows.append({**row, "state": f"unreachable: {err}"})
             continue
         if lease is None:
             rows.append({**row, "state": "free"})
         else:
-            state = "expired" if lease.expired() else "leased"
+            state = "stale" if hook.is_stale(lease) else "leased"
             rows.append(
                 {**row, "state": state, "holder": lease.holder, "for_s": round(time.time() - lease.acquired)}
             )
@@ -70,7 +63,7 @@ def lease_rows(catalogue_path: Path | None = None) -> list[dict[str, Any]]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    pool = client_from_args(args).pool(TEST_SERVERS_POOL)
+    pool = airflow_client(args).pool(TEST_SERVERS_POOL)
     if pool is None:
         print(f"pool {TEST_SERVERS_POOL} does not exist: run `faye pool sync`")
         return 1

@@ -28,8 +28,8 @@ def print_status(status: dict[str, Any]) -> None:
         ("builder (Docker API)", status["build_docker_url"], health.get("docker_build", "-")),
         ("revision runner (Docker API)", status["run_docker_url"], health.get("docker_run", "-")),
     ]
-    for url in status["test_docker_urls"]:
-        name = url.rsplit("/", 1)[-1].removesuffix(".sock")
+    for i, url in enumerate(status["test_docker_urls"], start=1):
+        name = f"test-{i}"  # the stack names its test servers test-1, test-2, ... (unix or tcp)
         rows.append((f"test server {name}", url, health.get(f"docker_{name}", "-")))
     rows += [
         ("sample repository", status["sample_repo"], ""),

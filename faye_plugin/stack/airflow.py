@@ -1,9 +1,13 @@
 """Airflow 3.3 for the local stack: settings, secrets, migrate, the four processes, pool and DAGs.
 
 Embedded default: LocalExecutor on SQLite in ``$FAYE_HOME/airflow``. With ``FAYE_DATABASE_URL`` the
-metadata DB is that database (created if missing, PostgreSQL); ``FAYE_EXECUTOR=celery`` adds a
-``celery worker`` on ``FAYE_REDIS_URL``. Every process gets the same environment (one JWT secret),
-which is also written to ``$FAYE_HOME/env.sh`` for the ``airflow`` CLI.
+metadata DB is that database (created if missing, PostgreSQL); ``FAYE_EXECUTOR=celery`` adds
+``FAYE_CELERY_WORKERS`` ``celery worker`` processes on ``FAYE_REDIS_URL``. Every process gets the same
+Airflow settings (one JWT secret), which are also written to ``$FAYE_HOME/env.sh`` for the ``airflow``
+CLI. Each Celery worker shares only what a worker on another machine would share (the settings, the
+metadata DB, the broker, the DAGs and catalogue, the task-log volume): it has its own folder
+(AIRFLOW_HOME, working folder, TMPDIR), its own Celery node name and the hostname its task instances
+record, and its own queues (the last one also serves ``FAYE_BUILD_QUEUE``).
 """
 
 from __future__ import annotations
@@ -17,17 +21,18 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from faye_plugin.exceptions import StackError
+from faye_plugin.exceptions import FayeError, StackError
 from faye_plugin.settings import TEST_SERVERS_POOL
 from faye_plugin.stack.config import StackConfig
 from faye_plugin.stack.processes import ProcessSpec
 
 USERNAME = "faye"
+# A read-only user (Airflow's viewer role): what a person who may watch but not act sees.
+VIEWER_USERNAME = "faye-viewer"
 # name -> (airflow sub-command, titles the process may set itself)
 COMPONENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "airflow-api-server": (("api-server",), ("airflow api_server",)),
@@ -37,13 +42,18 @@ COMPONENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 CELERY_WORKER = "airflow-celery-worker"
 HEALTH_KEYS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+# A worker that died (SIGKILL, a lost machine) is noticed this many seconds after its last heartbeat
+# (Airflow's default is 300 s); Celery stacks only.
+CELERY_HEARTBEAT_TIMEOUT = "45"
 
 
 def component_names(cfg: StackConfig) -> list[str]:
-    names = list(COMPONENTS)
-    if cfg.executor == "celery":
-        names.append(CELERY_WORKER)
-    return names
+    return [*COMPONENTS, *cfg.worker_names()]
+
+
+def worker_hostname(index: int) -> str:
+    """The hostname task instances of Celery worker ``index`` record (and its Celery node name)."""
+    return f"faye-worker-{index}"
 
 
 def stack_secrets(cfg: StackConfig) -> dict[str, str]:
@@ -55,6 +65,7 @@ def stack_secrets(cfg: StackConfig) -> dict[str, str]:
         data = {}
     wanted = {
         "airflow_password": lambda: secrets.token_urlsafe(12),
+        "viewer_password": lambda: secrets.token_urlsafe(12),
         "jwt_secret": lambda: secrets.token_urlsafe(64),
         "api_secret_key": lambda: secrets.token_urlsafe(32),
         "fernet_key": lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),
@@ -75,11 +86,7 @@ def stack_secrets(cfg: StackConfig) -> dict[str, str]:
 
 def read_password(cfg: StackConfig) -> str | None:
     """Return the faye user's password if the stack has one yet (never creates it)."""
-    try:
-        value = json.loads((cfg.home / "secrets.json").read_text()).get("airflow_password")
-    except (FileNotFoundError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
+    return read_secrets(cfg).get("airflow_password")
 
 
 def passwords_file(cfg: StackConfig) -> Path:
@@ -92,8 +99,23 @@ def database_url(cfg: StackConfig) -> str:
     return f"sqlite:///{cfg.airflow_home / 'airflow.db'}"
 
 
-def connections(cfg: StackConfig, hello_db_password: str) -> dict[str, str]:
-    """The ``AIRFLOW_CONN_*`` variables of docs/architecture.md (JSON form, no DB writes)."""
+def read_secrets(cfg: StackConfig) -> dict[str, str]:
+    """The stack's secrets as far as they exist (never creates them)."""
+    try:
+        data = json.loads((cfg.home / "secrets.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+
+
+def connections(cfg: StackConfig, secrets: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``AIRFLOW_CONN_*`` variables of docs/architecture.md (JSON form, no DB writes).
+
+    The one definition of the stack's connections: Airflow's processes get them through
+    ``airflow_env``, the CLI through ``cli/_common.use_stack_connections``. With ``secrets`` None the
+    secrets are read as they exist (never created) and a connection whose secret is missing is left out.
+    """
+    sec = read_secrets(cfg) if secrets is None else secrets
     conns: dict[str, dict[str, Any]] = {
         "faye_cloud_run": {
             "conn_type": "google_cloud_platform",
@@ -109,16 +131,22 @@ def connections(cfg: StackConfig, hello_db_password: str) -> dict[str, str]:
                 "public_url": cfg.proxy_public_url,
             },
         },
+    }
+    if "hello_db_password" in sec:
         # the sample service's secret_env (catalogue: conn:faye_hello_db:password)
-        "faye_hello_db": {"conn_type": "generic", "login": "hello", "password": hello_db_password},
+        conns["faye_hello_db"] = {
+            "conn_type": "generic",
+            "login": "hello",
+            "password": sec["hello_db_password"],
+        }
+    if "airflow_password" in sec:
         # Airflow's own REST API: the queue steps list and supersede runs through it (docs/queue.md)
-        "faye_airflow_api": {
+        conns["faye_airflow_api"] = {
             "conn_type": "faye_airflow_api",
             "host": cfg.url("airflow"),
             "login": USERNAME,
-            "password": stack_secrets(cfg)["airflow_password"],
-        },
-    }
+            "password": sec["airflow_password"],
+        }
     return {f"AIRFLOW_CONN_{cid.upper()}": json.dumps(conn) for cid, conn in conns.items()}
 
 
@@ -138,7 +166,7 @@ def airflow_env(cfg: StackConfig) -> dict[str, str]:
         "AIRFLOW__CORE__PARALLELISM": "8",
         "AIRFLOW__CORE__FERNET_KEY": sec["fernet_key"],
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin,{VIEWER_USERNAME}:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(cfg)),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url(cfg),
         "AIRFLOW__API__HOST": "127.0.0.1",
@@ -146,6 +174,8 @@ def airflow_env(cfg: StackConfig) -> dict[str, str]:
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__API__SECRET_KEY": sec["api_secret_key"],
         "AIRFLOW__API_AUTH__JWT_SECRET": sec["jwt_secret"],
+        # the task-log volume every component shares (the official compose's ./logs)
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(cfg.airflow_home / "logs"),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(cfg.ports["worker_log"]),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(cfg.ports["trigger_log"]),
         # a new or changed DAG file is seen within ~10 s
@@ -155,15 +185,57 @@ def airflow_env(cfg: StackConfig) -> dict[str, str]:
         # ~0.2 s per dependency hop instead of 1 s (see README for the idle-CPU cost)
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
         "AIRFLOW__FAYE__CATALOGUE": str(cfg.catalogue_path),
-        **connections(cfg, sec["hello_db_password"]),
+        # A task's first call to the execution API (`ti_run`) is not retried on a read timeout, and
+        # the api-server of a busy 2-core machine took more than the default 5 s to answer: the task
+        # then failed before it started (seen with LocalExecutor and Celery alike).
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
+        **connections(cfg, sec),
     }
     if cfg.executor == "celery":
         env |= {
             "AIRFLOW__CELERY__BROKER_URL": cfg.redis_url,
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database_url(cfg).replace("+psycopg2", ""),
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": CELERY_HEARTBEAT_TIMEOUT,
         }
+    if cfg.build_queue:
+        env["AIRFLOW__FAYE__BUILD_QUEUE"] = cfg.build_queue
     return env
+
+
+# What each Celery worker has of its own (everything else of ``airflow_env`` is shared).
+PER_WORKER = ("AIRFLOW_HOME", "TMPDIR", "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT")
+
+
+def worker_env(cfg: StackConfig, base: dict[str, str], index: int) -> dict[str, str]:
+    """Worker ``index``'s environment: the shared settings plus its own folder, log port and hostname."""
+    folder = cfg.worker_dir(index)
+    return process_env(cfg, base) | {
+        "AIRFLOW_HOME": str(folder / "airflow"),
+        "TMPDIR": str(folder / "tmp"),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(cfg.worker_log_port(index)),
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "faye_plugin.stack.worker.hostname",
+        "FAYE_WORKER_HOSTNAME": worker_hostname(index),
+    }
+
+
+def worker_spec(cfg: StackConfig, base: dict[str, str], index: int) -> ProcessSpec:
+    folder = cfg.worker_dir(index)
+    for sub in ("airflow", "tmp"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    name = cfg.worker_names()[index - 1]
+    return ProcessSpec(
+        name=name,
+        argv=[
+            *(sys.executable, "-m", "airflow", "celery", "worker"),
+            *("--celery-hostname", f"{worker_hostname(index)}@%h"),
+            *("--queues", ",".join(cfg.worker_queues(index))),
+        ],
+        env=worker_env(cfg, base, index),
+        cwd=folder,
+        log=cfg.log_dir / f"{name}.log",
+        titles=("[celeryd: ",),  # celery renames its main process
+    )
 
 
 def process_env(cfg: StackConfig, base: dict[str, str]) -> dict[str, str]:
@@ -185,19 +257,21 @@ def write_env_sh(cfg: StackConfig) -> Path:
 
 
 def seed_password(cfg: StackConfig) -> str:
-    """Pre-seed the simple auth manager's passwords file with the faye user's password."""
-    password = stack_secrets(cfg)["airflow_password"]
+    """Pre-seed the simple auth manager's passwords file with the faye and viewer users' passwords;
+    return the faye user's."""
+    held = stack_secrets(cfg)
+    wanted = {USERNAME: held["airflow_password"], VIEWER_USERNAME: held["viewer_password"]}
     path = passwords_file(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         current = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         current = None
-    if current != {USERNAME: password}:
+    if current != wanted:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            json.dump({USERNAME: password}, fh)
-    return password
+            json.dump(wanted, fh)
+    return held["airflow_password"]
 
 
 def ensure_database(cfg: StackConfig) -> None:
@@ -277,12 +351,7 @@ def migrate(cfg: StackConfig, base: dict[str, str]) -> bool:
 def specs(cfg: StackConfig, base: dict[str, str]) -> list[ProcessSpec]:
     env = process_env(cfg, base)
     out = []
-    for name in component_names(cfg):
-        if name == CELERY_WORKER:
-            sub: tuple[str, ...] = ("celery", "worker")
-            titles: tuple[str, ...] = ("[celeryd: ",)  # celery renames its main process
-        else:
-            sub, titles = COMPONENTS[name]
+    for name, (sub, titles) in COMPONENTS.items():
         out.append(
             ProcessSpec(
                 name=name,
@@ -293,24 +362,27 @@ def specs(cfg: StackConfig, base: dict[str, str]) -> list[ProcessSpec]:
                 titles=titles,
             )
         )
+    out += [worker_spec(cfg, base, i) for i in range(1, len(cfg.worker_names()) + 1)]
     return out
 
 
 class AirflowClient:
-    """Just what ``up`` and ``status`` need from Airflow's REST API."""
+    """Just what ``up`` and ``status`` need from Airflow's REST API, through faye's one REST client."""
 
     def __init__(self, cfg: StackConfig, timeout: float = 5.0) -> None:
+        from faye_plugin.airflow_rest import AirflowApiClient
+
         self.url = cfg.url("airflow")
         self.cfg = cfg
-        self.timeout = timeout
-        self.session = requests.Session()
+        self.client = AirflowApiClient(self.url, USERNAME, None, timeout=timeout)
+        # health is tried once: `up` polls it itself, and `status` must answer at once when it is down
+        self.probe = AirflowApiClient(self.url, timeout=timeout, attempts=1)
 
     def health(self) -> dict[str, str]:
         """Return {"airflow": ..., "airflow_scheduler": ..., ...} from ``/api/v2/monitor/health``."""
         try:
-            resp = self.session.get(f"{self.url}/api/v2/monitor/health", timeout=self.timeout)
-            data = resp.json() if resp.status_code == 200 else {}
-        except (requests.RequestException, ValueError):
+            data = self.probe.health()
+        except (FayeError, ValueError):
             data = {}
         out = {"airflow": "healthy" if data else "unhealthy"}
         for key in HEALTH_KEYS:
@@ -319,47 +391,28 @@ class AirflowClient:
         return out
 
     def login(self) -> None:
-        password = stack_secrets(self.cfg)["airflow_password"]
-        resp = self.session.post(
-            f"{self.url}/auth/token", json={"username": USERNAME, "password": password}, timeout=self.timeout
-        )
-        if resp.status_code not in (200, 201):
-            raise StackError(f"Airflow refused the faye user's password: HTTP {resp.status_code} {resp.text}")
-        self.session.headers["Authorization"] = f"Bearer {resp.json()['access_token']}"
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        return self.session.request(method, f"{self.url}/api/v2/{path}", timeout=self.timeout, **kwargs)
+        self.client.password = stack_secrets(self.cfg)["airflow_password"]
+        try:
+            self.client.version()  # logs in first
+        except FayeError as err:
+            raise StackError(f"Airflow refused the faye user's password: {err}") from err
 
     def ensure_pool(self, slots: int) -> bool:
         """Create or resize the pool ``faye_test_servers``; return True when something changed.
 
-        The body is ``faye pool sync``'s: deferred tasks count (a test waiting deferred for a lease
-        keeps its place), and 3.3's PATCH is sent the full body.
+        The body is ``faye pool sync``'s (one owner: ``AirflowApiClient.sync_pool``): deferred tasks
+        count (a test waiting deferred for a lease keeps its place).
         """
-        from faye_plugin.cli.pool import pool_body
-
-        body = pool_body(slots)
-        resp = self._call("GET", f"pools/{TEST_SERVERS_POOL}")
-        if resp.status_code == 200:
-            current = resp.json()
-            if current.get("slots") == slots and current.get("include_deferred") is True:
-                return False
-            resp = self._call("PATCH", f"pools/{TEST_SERVERS_POOL}", json=body)
-        else:
-            resp = self._call("POST", "pools", json=body)
-        if resp.status_code not in (200, 201):
-            raise StackError(f"cannot set pool {TEST_SERVERS_POOL}: HTTP {resp.status_code} {resp.text}")
-        return True
+        try:
+            return self.client.sync_pool(slots, TEST_SERVERS_POOL)[1]
+        except FayeError as err:
+            raise StackError(f"cannot set pool {TEST_SERVERS_POOL}: {err}") from err
 
     def dags(self) -> list[dict[str, Any]]:
-        resp = self._call("GET", "dags", params={"limit": 1000})
-        resp.raise_for_status()
-        return list(resp.json()["dags"])
+        return self.client.dags()
 
     def import_errors(self) -> list[dict[str, Any]]:
-        resp = self._call("GET", "importErrors", params={"limit": 1000})
-        resp.raise_for_status()
-        return list(resp.json()["import_errors"])
+        return self.client.import_errors()
 
     def wait_dags_loaded(self, timeout: float = 90.0) -> tuple[list[str], list[str]]:
         """Wait until every file in the DAGs folder has a DAG or an import error; return both lists."""
@@ -376,7 +429,6 @@ class AirflowClient:
         unpaused = []
         for dag in self.dags():
             if dag.get("is_paused"):
-                resp = self._call("PATCH", f"dags/{dag['dag_id']}", json={"is_paused": False})
-                resp.raise_for_status()
+                self.client.set_paused(dag["dag_id"], False)
                 unpaused.append(dag["dag_id"])
         return unpaused

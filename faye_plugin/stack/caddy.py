@@ -58,7 +58,7 @@ def initial_config(cfg: StackConfig, slot_routes: list[dict[str, Any]] | None = 
                                         "body": "faye: no preview is served at this address\n",
                                     }
                                 ],
-                            }
+                            },
                         ],
                     }
                 }

@@ -10,13 +10,19 @@ from typing import Any
 
 import yaml
 
+from faye_plugin.naming import DEFAULT_MAX_LIFETIME_HOURS, DEFAULT_MAX_TTL_HOURS, DEFAULT_TTL_HOURS
 from faye_plugin.stack.config import StackConfig
 
 
 def render(cfg: StackConfig) -> dict[str, Any]:
     image = f"{cfg.registry_host}/hello"
     return {
-        "defaults": {"ttl_hours": 72, "max_ttl_hours": 720, "slot_policy": "evict-oldest"},
+        "defaults": {
+            "ttl_hours": DEFAULT_TTL_HOURS,
+            "max_ttl_hours": DEFAULT_MAX_TTL_HOURS,
+            "slot_policy": "evict-oldest",
+            "max_lifetime_hours": DEFAULT_MAX_LIFETIME_HOURS,
+        },
         "builder": {"docker_url": cfg.docker_url("build")},
         "test_servers": [
             {"name": name, "docker_url": cfg.docker_url(name)} for name in cfg.test_server_names

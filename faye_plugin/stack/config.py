@@ -26,9 +26,15 @@ PORTS: dict[str, tuple[int, str]] = {
     "cloud_run": (4, "FAYE_CLOUD_RUN_PORT"),
     "worker_log": (5, "FAYE_WORKER_LOG_PORT"),
     "trigger_log": (6, "FAYE_TRIGGER_LOG_PORT"),
+    "cloud_run_grpc": (7, "FAYE_CLOUD_RUN_GRPC_PORT"),
 }
 
 EXECUTORS = ("local", "celery")
+# Docker hosts served over TCP (FAYE_DOCKER_TCP) listen on FAYE_PORT_BASE + this + their index in
+# ``docker_hosts``; Celery worker N > 1 serves its task logs on FAYE_PORT_BASE + WORKER_LOG_OFFSET + N.
+DOCKER_TCP_OFFSET = 12
+WORKER_LOG_OFFSET = 30
+MAX_CELERY_WORKERS = 8
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -61,13 +67,19 @@ class StackConfig:
     database_url: str | None = None
     executor: str = "local"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # CeleryExecutor: how many workers (each its own folder, environment and hostname) and the queue
+    # the builds go to (served by the last worker only); None keeps builds on the default queue.
+    celery_workers: int = 1
+    build_queue: str | None = None
+    # Docker hosts reached over tcp://127.0.0.1:<port> instead of a unix socket
+    tcp_docker_hosts: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StackConfig:
         """Read the settings from ``env`` (default: the process environment)."""
         env = os.environ if env is None else env
         home = Path(env.get("FAYE_HOME") or ".faye").expanduser().resolve()
-        base = _int(env, "FAYE_PORT_BASE", DEFAULT_PORT_BASE, 1024, 65535 - 16)
+        base = _int(env, "FAYE_PORT_BASE", DEFAULT_PORT_BASE, 1024, 65535 - 48)
         ports = {part: _int(env, var, base + offset, 1, 65535) for part, (offset, var) in PORTS.items()}
         by_port: dict[int, str] = {}
         for part, port in ports.items():
@@ -84,15 +96,30 @@ class StackConfig:
         if executor == "celery" and database_url is None:
             raise StackError("FAYE_EXECUTOR=celery needs FAYE_DATABASE_URL (Celery cannot use SQLite)")
         dags = env.get("FAYE_DAGS_FOLDER")
+        test_servers = _int(env, "FAYE_TEST_SERVERS", DEFAULT_TEST_SERVERS, 1, 16)
+        workers = _int(env, "FAYE_CELERY_WORKERS", 1, 1, MAX_CELERY_WORKERS)
+        build_queue = (env.get("FAYE_BUILD_QUEUE") or "").strip() or None
+        if executor != "celery" and (workers > 1 or build_queue):
+            raise StackError("FAYE_CELERY_WORKERS and FAYE_BUILD_QUEUE need FAYE_EXECUTOR=celery")
+        hosts = ["build", "run", *(f"test-{i}" for i in range(1, test_servers + 1))]
+        tcp = frozenset(h.strip() for h in (env.get("FAYE_DOCKER_TCP") or "").split(",") if h.strip())
+        if tcp - set(hosts):
+            raise StackError(
+                f"FAYE_DOCKER_TCP names {', '.join(sorted(tcp - set(hosts)))}: not a Docker host of the "
+                f"stack ({', '.join(hosts)})"
+            )
         return cls(
             home=home,
             port_base=base,
             ports=ports,
-            test_servers=_int(env, "FAYE_TEST_SERVERS", DEFAULT_TEST_SERVERS, 1, 16),
+            test_servers=test_servers,
             dags_folder=Path(dags).resolve() if dags else default_dags_folder(),
             database_url=database_url,
             executor=executor,
             redis_url=(env.get("FAYE_REDIS_URL") or "redis://127.0.0.1:6379/0").strip(),
+            celery_workers=workers,
+            build_queue=build_queue,
+            tcp_docker_hosts=tcp,
         )
 
     # --- folders -------------------------------------------------------------------------------
@@ -134,8 +161,42 @@ class StackConfig:
     def docker_socket(self, host: str) -> Path:
         return self.podman_dir / f"{host}.sock"
 
+    def docker_port(self, host: str) -> int | None:
+        """The loopback TCP port of a host in ``FAYE_DOCKER_TCP``, else None (a unix socket)."""
+        if host not in self.tcp_docker_hosts:
+            return None
+        return self.port_base + DOCKER_TCP_OFFSET + self.docker_hosts.index(host)
+
+    def docker_endpoint(self, host: str) -> Path | tuple[str, int]:
+        """Where the host's Docker API listens: its socket file, or ``("127.0.0.1", port)``."""
+        port = self.docker_port(host)
+        return self.docker_socket(host) if port is None else ("127.0.0.1", port)
+
     def docker_url(self, host: str) -> str:
-        return f"unix://{self.docker_socket(host)}"
+        port = self.docker_port(host)
+        return f"unix://{self.docker_socket(host)}" if port is None else f"tcp://127.0.0.1:{port}"
+
+    # --- Celery workers ------------------------------------------------------------------------
+    def worker_names(self) -> list[str]:
+        """The Celery workers' process names (none for LocalExecutor); the first keeps the old name."""
+        if self.executor != "celery":
+            return []
+        more = [f"airflow-celery-worker-{i}" for i in range(2, self.celery_workers + 1)]
+        return ["airflow-celery-worker", *more]
+
+    def worker_dir(self, index: int) -> Path:
+        """Worker ``index``'s own folder (its AIRFLOW_HOME, working folder and TMPDIR)."""
+        return self.home / "workers" / f"worker-{index}"
+
+    def worker_log_port(self, index: int) -> int:
+        return self.ports["worker_log"] if index == 1 else self.port_base + WORKER_LOG_OFFSET + index
+
+    def worker_queues(self, index: int) -> list[str]:
+        """The queues worker ``index`` serves: ``default``, and the build queue for the last worker."""
+        queues = ["default"]
+        if self.build_queue and index == self.celery_workers:
+            queues.append(self.build_queue)
+        return queues
 
     # --- URLs ----------------------------------------------------------------------------------
     def url(self, part: str) -> str:
@@ -150,5 +211,15 @@ class StackConfig:
     def proxy_public_url(self) -> str:
         return f"http://{{slot}}.preview.localhost:{self.ports['proxy']}"
 
+    def port(self, key: str) -> int:
+        """The port of ``key``: a part of ``PORTS``, ``docker_<host>`` (TCP) or ``worker_log_<N>``."""
+        if key in self.ports:
+            return self.ports[key]
+        if key.startswith("docker_") and (port := self.docker_port(key.removeprefix("docker_"))):
+            return port
+        if key.startswith("worker_log_"):
+            return self.worker_log_port(int(key.removeprefix("worker_log_")))
+        raise KeyError(key)
+
     def port_variable(self, part: str) -> str:
-        return PORTS[part][1]
+        return PORTS[part][1] if part in PORTS else "FAYE_PORT_BASE"

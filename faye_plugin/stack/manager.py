@@ -16,10 +16,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from faye_plugin.exceptions import StackError
-from faye_plugin.stack import airflow, caddy, catalogue, packages, podman, registry, sample
+from faye_plugin.stack import airflow, caddy, catalogue, packages, podman, registry, sample, tls
 from faye_plugin.stack.config import StackConfig
 from faye_plugin.stack.processes import ProcessSpec, Supervisor, port_free
 
@@ -69,6 +70,17 @@ def _locked(cfg: StackConfig) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def write_status(path: Path, status: dict[str, Any]) -> None:
+    """Write ``status.json`` readable by its owner only: it holds the Airflow login (the benches read it).
+
+    ``fchmod`` as well as the create mode: a file an older faye wrote world-readable is made private.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(status, indent=1))
+
+
 class Stack:
     """The local stack of one state folder."""
 
@@ -85,19 +97,23 @@ class Stack:
             (registry.service_spec(self.cfg, env), ("registry",)),
             (caddy.service_spec(self.cfg, env), ("proxy", "proxy_admin")),
         ]
-        out += [(podman.service_spec(self.cfg, host, env), ()) for host in self.cfg.docker_hosts]
+        for host in self.cfg.docker_hosts:
+            keys = (f"docker_{host}",) if self.cfg.docker_port(host) else ()
+            out.append((podman.service_spec(self.cfg, host, env), keys))
         if emulator_available():
-            out.append((self.emulator_spec(env), ("cloud_run",)))
+            out.append((self.emulator_spec(env), ("cloud_run", "cloud_run_grpc")))
         return out
 
     def airflow_specs(self) -> list[tuple[ProcessSpec, tuple[str, ...]]]:
         """Airflow's processes with the ports each binds (the log servers included)."""
-        log_server = "airflow-celery-worker" if self.cfg.executor == "celery" else "airflow-scheduler"
-        ports = {
+        workers = self.cfg.worker_names()
+        ports: dict[str, tuple[str, ...]] = {
             "airflow-api-server": ("airflow",),
-            log_server: ("worker_log",),
             "airflow-triggerer": ("trigger_log",),
+            **{name: (f"worker_log_{i}",) for i, name in enumerate(workers, start=1)},
         }
+        if not workers:
+            ports["airflow-scheduler"] = ("worker_log",)
         return [(spec, ports.get(spec.name, ())) for spec in airflow.specs(self.cfg, base_env())]
 
     def emulator_spec(self, env: dict[str, str]) -> ProcessSpec:
@@ -105,17 +121,25 @@ class Stack:
 
         state = self.cfg.home / "emulator"
         state.mkdir(parents=True, exist_ok=True)
+        tls.ensure(self.emulator_tls_dir)
         return ProcessSpec(
             name="emulator",
             argv=[
                 *(sys.executable, "-m", "faye_plugin.emulator", "--host", "127.0.0.1"),
                 *("--port", str(self.cfg.ports["cloud_run"]), "--state-dir", str(state)),
                 *("--docker-url", self.cfg.docker_url("run")),
+                *("--grpc-port", str(self.cfg.ports["cloud_run_grpc"])),
+                *("--tls-dir", str(self.emulator_tls_dir)),
             ],
             env=env,
             cwd=state,
             log=self.cfg.log_dir / "emulator.log",
         )
+
+    @property
+    def emulator_tls_dir(self) -> Path:
+        """The stack's CA (``ca.pem``) and the emulator's gRPC server certificate."""
+        return self.cfg.home / "emulator" / "tls"
 
     # --- checks -------------------------------------------------------------------------------
     def check_ports(self, wanted: list[tuple[str, str]]) -> None:
@@ -126,7 +150,7 @@ class Stack:
         for proc_name, key in wanted:
             if self.sup.pid(proc_name) is not None:
                 continue
-            port = self.cfg.ports[key]
+            port = self.cfg.port(key)
             if not port_free(port):
                 raise StackError(
                     f"port {port} ({key}) is already in use by another program: move it with "
@@ -143,7 +167,7 @@ class Stack:
             "proxy": HEALTHY if http_ok(caddy.health_url(cfg)) else UNHEALTHY,
         }
         for host in cfg.docker_hosts:
-            out[f"docker_{host}"] = HEALTHY if podman.ping(cfg.docker_socket(host)) else UNHEALTHY
+            out[f"docker_{host}"] = HEALTHY if podman.ping(cfg.docker_endpoint(host)) else UNHEALTHY
         if emulator_available():
             out["cloud_run"] = HEALTHY if http_ok(f"{cfg.url('cloud_run')}/healthz") else UNHEALTHY
         else:
@@ -212,11 +236,11 @@ class Stack:
         self.wait_healthy(parts)
         tar = podman.base_image_tar()
         for host in cfg.docker_hosts:
-            if podman.ensure_base_image(cfg.docker_socket(host), tar):
+            if podman.ensure_base_image(cfg.docker_endpoint(host), tar):
                 self.say(f"imported {podman.BASE_IMAGE} into {host}")
         self._up_airflow(airflow_specs)
         status = self.status()
-        (cfg.home / "status.json").write_text(json.dumps(status, indent=1))
+        write_status(cfg.home / "status.json", status)
         return status
 
     def _up_airflow(self, specs: list[tuple[ProcessSpec, tuple[str, ...]]]) -> None:
@@ -256,7 +280,7 @@ class Stack:
                 self.say(f"stopped {name}")
             for host in self.cfg.docker_hosts:
                 if self.sup.pid(f"podman-{host}") is not None:
-                    count = podman.remove_containers(self.cfg.docker_socket(host))
+                    count = podman.remove_containers(self.cfg.docker_endpoint(host))
                     if count:
                         self.say(f"removed {count} container(s) of {host}")
             for name in self.sup.stop_many([n for n in names if n not in airflow_names]):
@@ -289,6 +313,8 @@ class Stack:
             "registry_url": cfg.url("registry"),
             "registry_host": cfg.registry_host,
             "cloud_run_url": cfg.url("cloud_run"),
+            "cloud_run_grpc_endpoint": f"127.0.0.1:{cfg.ports['cloud_run_grpc']}",
+            "cloud_run_grpc_ca": str(self.emulator_tls_dir / tls.CA_FILE),
             "build_docker_url": cfg.docker_url("build"),
             "run_docker_url": cfg.docker_url("run"),
             "test_docker_urls": [cfg.docker_url(h) for h in cfg.test_server_names],

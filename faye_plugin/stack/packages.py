@@ -32,7 +32,14 @@ def missing(packages: Sequence[str]) -> list[str]:
 
 def _apt(args: list[str]) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    return subprocess.run(["apt-get", "-q", *args], capture_output=True, text=True, env=env, check=False)
+    # Another apt-get (a second stack, unattended upgrades) may hold dpkg's lock: wait for it.
+    return subprocess.run(
+        ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
 
 
 def _last_error(proc: subprocess.CompletedProcess[str]) -> str:

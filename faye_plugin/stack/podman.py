@@ -3,7 +3,9 @@
 Every host (``build``, ``run``, ``test-1``, ...) gets its own folder under ``$FAYE_HOME/podman/<host>/``
 with its own containers.conf, storage.conf and registries.conf, its own graphroot/runroot and its own
 libpod tmp/static folders, so several hosts and several stacks on one machine never share state.
-runc + cgroupfs + host network (what works on these machines, see the notes). The locally made
+runc + cgroupfs + host network (what works on these machines, see the notes). A host named in
+``FAYE_DOCKER_TCP`` listens on a loopback TCP port instead of a unix socket (the path a remote
+Docker host takes: ``tcp://`` in the catalogue). The locally made
 busybox base image ``localhost/faye-base:latest`` is imported into each host through its API.
 """
 
@@ -82,10 +84,9 @@ def write_config(cfg: StackConfig, host: str) -> dict[str, str]:
 def service_spec(cfg: StackConfig, host: str, base_env: dict[str, str]) -> ProcessSpec:
     podman = shutil.which("podman") or "/usr/bin/podman"
     env = {**base_env, **write_config(cfg, host)}
-    sock = cfg.docker_socket(host)
     return ProcessSpec(
         name=f"podman-{host}",
-        argv=[podman, "system", "service", "--time=0", f"unix://{sock}"],
+        argv=[podman, "system", "service", "--time=0", cfg.docker_url(host)],
         env=env,
         cwd=host_dir(cfg, host),
         log=cfg.log_dir / f"podman-{host}.log",
@@ -104,11 +105,19 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+#: Where a Docker API listens: a unix socket file, or (host, port) over TCP.
+Endpoint = Path | tuple[str, int]
+
+
 def api(
-    sock: Path, method: str, path: str, body: bytes | None = None, timeout: float = 5.0
+    sock: Endpoint, method: str, path: str, body: bytes | None = None, timeout: float = 5.0
 ) -> tuple[int, bytes]:
-    """Call the Docker Engine API on ``sock``; return (status, body)."""
-    conn = _UnixHTTPConnection(sock, timeout)
+    """Call the Docker Engine API on ``sock`` (a socket file or a TCP address); return (status, body)."""
+    conn: http.client.HTTPConnection
+    if isinstance(sock, tuple):
+        conn = http.client.HTTPConnection(sock[0], sock[1], timeout=timeout)
+    else:
+        conn = _UnixHTTPConnection(sock, timeout)
     try:
         headers = {"Content-Type": "application/x-tar"} if body is not None else {}
         conn.request(method, path, body=body, headers=headers)
@@ -118,7 +127,7 @@ def api(
         conn.close()
 
 
-def ping(sock: Path) -> bool:
+def ping(sock: Endpoint) -> bool:
     """Return True when the Docker API on ``sock`` answers ``/_ping`` with OK."""
     try:
         status, body = api(sock, "GET", "/_ping", timeout=2.0)
@@ -153,12 +162,12 @@ def base_image_tar() -> bytes:
     return buf.getvalue()
 
 
-def has_image(sock: Path, image: str = BASE_IMAGE) -> bool:
+def has_image(sock: Endpoint, image: str = BASE_IMAGE) -> bool:
     status, _ = api(sock, "GET", f"/images/{image}/json")
     return status == 200
 
 
-def ensure_base_image(sock: Path, tar: bytes | None = None) -> bool:
+def ensure_base_image(sock: Endpoint, tar: bytes | None = None) -> bool:
     """Import the base image into the host on ``sock`` unless it is there; return True if imported."""
     if has_image(sock):
         return False
@@ -174,11 +183,11 @@ def ensure_base_image(sock: Path, tar: bytes | None = None) -> bool:
 def tidy_socket(cfg: StackConfig, host: str) -> None:
     """Remove a stale socket file left by a service that is gone (podman refuses to bind over it)."""
     sock = cfg.docker_socket(host)
-    if sock.exists() and not ping(sock):
+    if cfg.docker_port(host) is None and sock.exists() and not ping(sock):
         os.unlink(sock)
 
 
-def remove_containers(sock: Path) -> int:
+def remove_containers(sock: Endpoint) -> int:
     """Force-remove every container of the host on ``sock``; return how many there were.
 
     Containers are not children of the podman service (each has a ``conmon`` in a session of its

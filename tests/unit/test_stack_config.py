@@ -68,3 +68,34 @@ def test_dags_folder_is_the_checkouts_and_can_be_moved(tmp_path: Path) -> None:
     assert cfg.dags_folder == Path(__file__).resolve().parents[2] / "dags"
     moved = StackConfig.from_env({"FAYE_HOME": "/x", "FAYE_DAGS_FOLDER": str(tmp_path)})
     assert moved.dags_folder == tmp_path
+
+
+def test_docker_hosts_named_in_faye_docker_tcp_listen_on_loopback_ports() -> None:
+    cfg = StackConfig.from_env(
+        {"FAYE_HOME": "/x", "FAYE_PORT_BASE": "30000", "FAYE_DOCKER_TCP": "build, test-1"}
+    )
+    assert cfg.docker_url("build") == "tcp://127.0.0.1:30012"
+    assert cfg.docker_url("test-1") == "tcp://127.0.0.1:30014"
+    assert cfg.docker_url("run") == "unix:///x/podman/run.sock"
+    assert cfg.docker_endpoint("test-1") == ("127.0.0.1", 30014)
+    assert cfg.docker_endpoint("test-2") == Path("/x/podman/test-2.sock")
+    assert cfg.port("docker_build") == 30012 and cfg.port_variable("docker_build") == "FAYE_PORT_BASE"
+    with pytest.raises(StackError, match="FAYE_DOCKER_TCP names test-9"):
+        StackConfig.from_env({"FAYE_HOME": "/x", "FAYE_DOCKER_TCP": "test-9"})
+
+
+def test_celery_workers_have_their_own_folders_log_ports_and_queues() -> None:
+    env = {"FAYE_HOME": "/x", "FAYE_PORT_BASE": "30000", "FAYE_EXECUTOR": "celery"}
+    env |= {
+        "FAYE_DATABASE_URL": "postgresql://p@h/db",
+        "FAYE_CELERY_WORKERS": "2",
+        "FAYE_BUILD_QUEUE": "build",
+    }
+    cfg = StackConfig.from_env(env)
+    assert cfg.worker_names() == ["airflow-celery-worker", "airflow-celery-worker-2"]
+    assert cfg.worker_dir(1) != cfg.worker_dir(2)
+    assert [cfg.worker_log_port(1), cfg.worker_log_port(2)] == [30005, 30032]
+    assert cfg.worker_queues(1) == ["default"] and cfg.worker_queues(2) == ["default", "build"]
+    assert StackConfig.from_env({"FAYE_HOME": "/x"}).worker_names() == []
+    with pytest.raises(StackError, match="FAYE_EXECUTOR=celery"):
+        StackConfig.from_env({"FAYE_HOME": "/x", "FAYE_CELERY_WORKERS": "2"})

@@ -78,7 +78,8 @@ def test_celery_settings_use_the_database_and_redis(tmp_path: Path) -> None:
 def test_password_file_is_pre_seeded_with_the_reported_password(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
     password = airflow.seed_password(cfg)
-    assert json.loads(airflow.passwords_file(cfg).read_text()) == {"faye": password}
+    seeded = json.loads(airflow.passwords_file(cfg).read_text())
+    assert seeded == {"faye": password, "faye-viewer": airflow.read_secrets(cfg)["viewer_password"]}
     assert airflow.read_password(cfg) == password
 
 
@@ -123,3 +124,41 @@ def test_podman_hosts_never_share_state(tmp_path: Path) -> None:
         assert f"podman/{host}/tmp" in text and f"podman/{host}/graph" in text and 'runtime = "runc"' in text
         assert 'lock_type = "file"' in text  # never the shared /dev/shm/libpod_lock
     assert "127.0.0.1:31803" in Path(envs[0]["CONTAINERS_REGISTRIES_CONF"]).read_text()
+
+
+def test_celery_workers_share_the_settings_but_not_their_folders_or_hostnames(tmp_path: Path) -> None:
+    cfg = StackConfig.from_env(
+        {
+            "FAYE_HOME": str(tmp_path),
+            "FAYE_EXECUTOR": "celery",
+            "FAYE_DATABASE_URL": "postgresql+psycopg2://postgres@127.0.0.1:5432/faye",
+            "FAYE_CELERY_WORKERS": "2",
+            "FAYE_BUILD_QUEUE": "build",
+        }
+    )
+    one, two = (s for s in airflow.specs(cfg, {}) if "celery" in s.argv)
+    shared = airflow.airflow_env(cfg)
+    for spec in (one, two):
+        assert {k: spec.env[k] for k in shared if k not in airflow.PER_WORKER} == {
+            k: v for k, v in shared.items() if k not in airflow.PER_WORKER
+        }
+    assert one.cwd != two.cwd and one.env["TMPDIR"] != two.env["TMPDIR"]
+    assert one.env["AIRFLOW_HOME"] != two.env["AIRFLOW_HOME"]
+    # the shared task-log volume, as in docker-compose.yaml's ./logs
+    assert one.env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] == two.env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"]
+    assert one.env["FAYE_WORKER_HOSTNAME"] != two.env["FAYE_WORKER_HOSTNAME"]
+    assert one.argv[one.argv.index("--queues") + 1] == "default"
+    assert two.argv[two.argv.index("--queues") + 1] == "default,build"
+    assert shared["AIRFLOW__FAYE__BUILD_QUEUE"] == "build"
+
+
+def test_status_json_is_private_even_when_an_older_one_was_not(tmp_path: Path) -> None:
+    """status.json holds the Airflow password: a world-readable one from an older faye is made 0600."""
+    from faye_plugin.stack.manager import write_status
+
+    path = tmp_path / "status.json"
+    path.write_text("{}")
+    path.chmod(0o644)
+    write_status(path, {"airflow_password": "pw"})
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert json.loads(path.read_text()) == {"airflow_password": "pw"}
