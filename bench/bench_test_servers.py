@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     lease_gaps: list[float] = []
     ti_gaps: list[float] = []
     for name in sorted({str(x["server"]) for x in leases}):
-        held = [(float(x["acquired"]), float(x["released"])) for x in leases if x["server"] == name]
+        held = [(_ts(x["acquired"]), _ts(x["released"])) for x in leases if x["server"] == name]
         lease_gaps += _gaps(held)
     # TI-level hand-over: each test task start matched with the latest earlier end (a freed pool slot)
     ends = sorted(e for _, e in tis)
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         earlier = [e for e in ends if e <= start]
         if earlier:
             ti_gaps.append(round(start - earlier[-1], 3))
-    held_time = [float(x["released"]) - float(x["acquired"]) for x in leases]
+    held_time = [_ts(x["released"]) - _ts(x["acquired"]) for x in leases]
     # FIFO: a later-triggered run got a pool slot while an earlier one already waited for one
     # (the scheduler's decision is `queued_when`; two slots handed out in one loop share it)
     fifo_violations = sum(

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from faye_plugin.exceptions import CatalogueError
+from faye_plugin.naming import DEFAULT_MAX_LIFETIME_HOURS, DEFAULT_MAX_TTL_HOURS, DEFAULT_TTL_HOURS
 
 NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,47}[a-z0-9])?$")
 SLOT_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
@@ -22,9 +23,10 @@ SLOT_POLICIES = ("evict-oldest", "wait", "fail")
 
 @dataclass(frozen=True)
 class Defaults:
-    ttl_hours: int = 72
-    max_ttl_hours: int = 720
+    ttl_hours: int = DEFAULT_TTL_HOURS
+    max_ttl_hours: int = DEFAULT_MAX_TTL_HOURS
     slot_policy: str = "evict-oldest"
+    max_lifetime_hours: int = DEFAULT_MAX_LIFETIME_HOURS
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ class ServiceSpec:
     port: int = 8080
     env: dict[str, str] = field(default_factory=dict)
     secret_env: dict[str, str] = field(default_factory=dict)
+    # faye_cleanup removes an unpinned preview this long after its first deploy (the service's own
+    # ``max_lifetime_hours``, else the catalogue default's)
+    max_lifetime_hours: int = DEFAULT_MAX_LIFETIME_HOURS
 
     def require_slot(self, slot: str) -> str:
         if slot not in self.slots:
@@ -129,7 +134,17 @@ def _docker_host(data: Any, where: str) -> DockerHost:
     )
 
 
-def _service(name: str, data: Any) -> ServiceSpec:
+def _hours(value: Any, where: str) -> int:
+    try:
+        hours = int(value)
+    except (TypeError, ValueError):
+        raise CatalogueError(f"{where}: expected a whole number of hours, got {value!r}") from None
+    if hours < 1:
+        raise CatalogueError(f"{where}: expected at least 1 hour, got {hours}")
+    return hours
+
+
+def _service(name: str, data: Any, defaults: Defaults | None = None) -> ServiceSpec:
     where = f"services.{name}"
     if not NAME_RE.match(name):
         raise CatalogueError(f"{where}: a service name must be a lowercase DNS label (got {name!r})")
@@ -175,6 +190,9 @@ def _service(name: str, data: Any) -> ServiceSpec:
         port=int(data.get("port", 8080)),
         env=_str_map(data.get("env"), f"{where}.env"),
         secret_env=_str_map(data.get("secret_env"), f"{where}.secret_env"),
+        max_lifetime_hours=_hours(data["max_lifetime_hours"], f"{where}.max_lifetime_hours")
+        if data.get("max_lifetime_hours") is not None
+        else (defaults or Defaults()).max_lifetime_hours,
     )
 
 
@@ -184,9 +202,12 @@ def parse_catalogue(data: Any, path: Path | None = None) -> Catalogue:
         raise CatalogueError("the catalogue must be a mapping with a 'services' key")
     raw_defaults = data.get("defaults") or {}
     defaults = Defaults(
-        ttl_hours=int(raw_defaults.get("ttl_hours", 72)),
-        max_ttl_hours=int(raw_defaults.get("max_ttl_hours", 720)),
+        ttl_hours=int(raw_defaults.get("ttl_hours", DEFAULT_TTL_HOURS)),
+        max_ttl_hours=int(raw_defaults.get("max_ttl_hours", DEFAULT_MAX_TTL_HOURS)),
         slot_policy=str(raw_defaults.get("slot_policy", "evict-oldest")),
+        max_lifetime_hours=_hours(
+            raw_defaults.get("max_lifetime_hours", DEFAULT_MAX_LIFETIME_HOURS), "defaults.max_lifetime_hours"
+        ),
     )
     if defaults.slot_policy not in SLOT_POLICIES:
         raise CatalogueError(
@@ -207,7 +228,7 @@ def parse_catalogue(data: Any, path: Path | None = None) -> Catalogue:
         defaults=defaults,
         builder=None if builder is None else _docker_host({"name": "builder", **builder}, "builder"),
         test_servers=test_servers,
-        services={str(n): _service(str(n), d) for n, d in services.items()},
+        services={str(n): _service(str(n), d, defaults) for n, d in services.items()},
         path=path,
     )
 

@@ -41,3 +41,13 @@ def deploy_deferrable() -> bool:
     """Return whether deploy_revision waits for Cloud Run in the triggerer (``[faye] deploy_deferrable``)."""
     value = _get("deploy_deferrable", "true")
     return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def build_queue() -> str | None:
+    """Return the Celery queue of the Build group's tasks (``[faye] build_queue``), or None.
+
+    Read when the DAG file is parsed (the queue is part of the serialized task), so every component
+    that parses DAGs must see the same value. None leaves the tasks on ``[operators] default_queue``.
+    """
+    value = (_get("build_queue") or "").strip()
+    return value or None

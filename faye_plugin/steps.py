@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from faye_plugin import slots
 from faye_plugin.catalogue import load_catalogue
 from faye_plugin.configs import (
     COMPOSE_FILE,
@@ -24,7 +25,6 @@ from faye_plugin.configs import (
 )
 from faye_plugin.exceptions import SlotBusyError
 from faye_plugin.params import validate_request
-from faye_plugin.queue import choose_slot, claim_holders
 
 # The Cloud Run client library (hooks.cloud_run, previews) is imported only by the steps that use it.
 
@@ -37,11 +37,11 @@ def get_cloud_run_config(params: dict[str, Any]) -> dict[str, Any]:
     Fails at once (before anything changes) on an unknown service or slot, a tag that breaks Cloud
     Run's limits, an out-of-bounds ttl, or no slot under the ``fail``/``wait`` policies.
     """
-    from faye_plugin.hooks.cloud_run import CloudRunPreviewHook, check_tag_limits, read_previews, tag_revision
+    from faye_plugin.hooks.cloud_run import CloudRunPreviewHook, check_tag_limits, tag_revision
     from faye_plugin.hooks.git import GitSourceHook
     from faye_plugin.hooks.proxy import ProxyHook
-    from faye_plugin.operators.queue import read_requests
-    from faye_plugin.previews import holders_by_slot, slot_to_wait_for, ttl_hours
+    from faye_plugin.preview_state import Liveness, PreviewState, ms
+    from faye_plugin.previews import ttl_hours
 
     request = validate_request({k: v for k, v in params.items() if v is not None})
     catalogue = load_catalogue()
@@ -60,26 +60,14 @@ def get_cloud_run_config(params: dict[str, Any]) -> dict[str, Any]:
     service = CloudRunPreviewHook(gcp_conn_id=target.gcp_conn_id).get_service(
         project=target.project, region=target.region, service=target.service
     )
-    records = read_previews(service) if service is not None else {}
     routes = ProxyHook(proxy_conn_id=spec.proxy_conn_id).list_slot_routes()
     now = time.time()
-    # Other PRs' holdings as issue 6's safe point sees them (a fresh claim counts as mid-deploy), plus
-    # the slot this PR holds itself, so a redeploy keeps its slot.
-    others = claim_holders(
-        pr=request.pr,
-        records=records.values(),
-        requests=read_requests(dict(service.annotations)) if service is not None else {},
-        routes=routes,
-        service=spec.name,
-        now=now,
+    # Without Airflow's active runs at hand, a recent claim counts as live (the safe point decides
+    # again, on a fresh read and with the runs listed, when it claims).
+    holders = slots.holders(
+        PreviewState.read(service), routes, service=spec.name, liveness=Liveness(now_ms=ms(now))
     )
-    mine = {
-        slot: holder
-        for slot, holder in holders_by_slot(spec.name, records.values(), routes).items()
-        if holder.pr == request.pr
-    }
-    holders = {**mine, **others}
-    decision = choose_slot(
+    decision = slots.choose_slot(
         service=spec.name,
         pr=request.pr,
         requested_slot=request.slot,
@@ -90,9 +78,9 @@ def get_cloud_run_config(params: dict[str, Any]) -> dict[str, Any]:
     )
     slot, reason = decision.slot, decision.reason
     if slot is None:
-        # No slot may be taken now (policy ``wait``, or every holder mid-deploy): queue on the slot
-        # that frees first; issue 6's safe point (still_newest) waits there until it may be claimed.
-        slot = slot_to_wait_for(holders, spec.slots)
+        # No slot may be taken now (policy ``wait``, or every holder mid-deploy): the safe point
+        # (still_newest) waits until one may be claimed; the slot that frees first is the hint.
+        slot = slots.slot_to_wait_for(holders, spec.slots)
         if slot is None:
             raise SlotBusyError(f"{decision.reason}; every slot is pinned, so waiting cannot help")
         reason = f"waiting for slot {slot}: {decision.reason}"
@@ -126,8 +114,9 @@ def check_cloud_run(config: dict[str, Any]) -> dict[str, Any]:
     is reported, the PR's record holds the chosen slot, and that slot's route points at this preview:
     then nothing needs building, deploying or routing.
     """
-    from faye_plugin.hooks.cloud_run import CloudRunPreviewHook, read_previews, tag_revision, tag_uri
+    from faye_plugin.hooks.cloud_run import CloudRunPreviewHook, tag_revision, tag_uri
     from faye_plugin.hooks.proxy import ProxyHook
+    from faye_plugin.preview_state import PreviewState
     from faye_plugin.previews import LABEL_SHA, sha_matches
 
     spec = load_catalogue().service(config["service"])
@@ -147,7 +136,7 @@ def check_cloud_run(config: dict[str, Any]) -> dict[str, Any]:
     found = hook.get_revision(f"{service.name}/revisions/{revision}")
     deployed_sha = found.labels.get(LABEL_SHA) if found is not None else None
     result.update(revision=revision, url=url, sha=deployed_sha)
-    record = read_previews(service).get(tag)
+    record = PreviewState.read(service).get(config["pr"])
     route = ProxyHook(proxy_conn_id=spec.proxy_conn_id).get_slot_route(config["slot"])
     if not sha_matches(config["git_sha"], deployed_sha):
         result["reason"] = f"tag {tag} serves {revision} at sha {deployed_sha}, not {config['git_sha']}"
@@ -183,12 +172,29 @@ def check_image(config: dict[str, Any]) -> dict[str, str] | None:
 
 
 def should_build(
-    config: dict[str, Any], cloud_run: dict[str, Any], image: dict[str, Any] | None
+    config: dict[str, Any],
+    cloud_run: dict[str, Any],
+    image: dict[str, Any] | None,
+    expiry: dict[str, Any],
 ) -> list[str]:
-    """Return the branch to follow: nothing (a no-op), the ``build`` group, or straight to ``join``."""
+    """Return the branch to follow: nothing (a no-op), the ``build`` group, or straight to ``join``.
+
+    ``check_cloud_run`` and ``extend_expiry`` run side by side, so a ``faye_cleanup`` may remove the
+    preview after the check saw it and before the expiry write. A no-op is declared only when the
+    expiry write pushed out the record of a tag serving the very revision the check found
+    (``expiry["extended_revision"]``): after that write a cleanup keeps the preview (it re-reads the
+    expiry inside its own etag-guarded write). Otherwise the preview is deployed again.
+    """
     if cloud_run.get("noop"):
-        log.info("Nothing to do: %s", cloud_run.get("reason"))
-        return []
+        extended = expiry.get("extended_revision")
+        if extended is not None and extended == cloud_run.get("revision"):
+            log.info("Nothing to do: %s", cloud_run.get("reason"))
+            return []
+        log.info(
+            "Not a no-op after all: %s, but the expiry write found %s (removed meanwhile?): deploying again",
+            cloud_run.get("reason"),
+            f"tag {config.get('tag')} at {extended}" if extended else "no preview to extend",
+        )
     if config.get("force_build"):
         log.info("force_build: building although the registry has %s", (image or {}).get("image"))
         return ["build"]
@@ -201,11 +207,14 @@ def prepare_configs(
     image: dict[str, Any] | None,
     built: dict[str, Any] | None,
     artifacts_dir: Path,
+    *,
+    claimed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Render the preview's environment, ``.env`` and docker-compose file; keep them as run artifacts.
 
     Secrets are resolved once here to fail early when one is missing; their values go nowhere: the
-    files carry the reference, and ``deploy_revision`` resolves them again itself.
+    files carry the reference, and ``deploy_revision`` resolves them again itself. ``claimed`` is what
+    ``still_newest`` returned: its slot is the one the preview takes.
     """
     from faye_plugin.hooks.proxy import ProxyHook
 
@@ -213,7 +222,9 @@ def prepare_configs(
     chosen = built or image
     if not chosen or not chosen.get("image"):
         raise ValueError("no image: check_image found none and the build returned none")
-    slot, tag = config["slot"], config["tag"]
+    # The slot the safe point claimed (it decides on a fresh read); without queue steps, the config's.
+    slot = (claimed or {}).get("slot") or config["slot"]
+    tag = config["tag"]
     slot_url = ProxyHook(proxy_conn_id=spec.proxy_conn_id).slot_url(slot)
     context = {
         "service": spec.name,
@@ -272,6 +283,7 @@ def preview_url(
         }
     else:
         raise ValueError("the preview was neither deployed nor already serving: see the failed step")
-    outcome.update(service=config["service"], pr=config["pr"], slot=config["slot"], tag=config["tag"])
+    slot = deployed["slot"] if deployed and routed else config["slot"]
+    outcome.update(service=config["service"], pr=config["pr"], slot=slot, tag=config["tag"])
     log.info("Preview of %s PR %d: %s", outcome["service"], outcome["pr"], outcome)
     return outcome

@@ -17,7 +17,9 @@ Use them from integration tests only (``@pytest.mark.integration``); unit tests 
 
 Airflow imported by tests themselves (DagBag, dag.test) uses ``<repo>/.cache/airflow-test-home``,
 never ``~/airflow``. A test marked ``stack_teardown`` runs after every other test (it may stop the
-session stack).
+session stack); one marked ``after_suite`` runs after every other test but those (it reads what the
+others left on the stack: tests/integration/test_secret_scan.py). The order is a collection hook, not
+file names, so it holds whatever files and order the command line names.
 """
 
 from __future__ import annotations
@@ -36,10 +38,17 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "stack_teardown: runs last; may stop the session's stack")
+    config.addinivalue_line("markers", "after_suite: runs after every other test but stack_teardown ones")
+
+
+def _run_order(item: pytest.Item) -> int:
+    if item.get_closest_marker("stack_teardown"):
+        return 2
+    return 1 if item.get_closest_marker("after_suite") else 0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.get_closest_marker("stack_teardown") is not None)
+    items.sort(key=_run_order)  # stable: each group keeps its collection order
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,10 @@ import sys
 import time
 from typing import Any
 
-from faye_plugin.hooks.airflow_api import AirflowApiClient
+from faye_plugin.airflow_rest import AirflowApiClient
+from faye_plugin.cli._common import add_airflow_flags, airflow_client
 from faye_plugin.params import validate_request
+from faye_plugin.run_identity import run_id_for
 
 DEPLOY_DAG = "faye_deploy"
 FINISHED = ("success", "failed")
@@ -42,7 +44,7 @@ def follow(
 def deploy(client: AirflowApiClient, conf: dict[str, Any], *, wait: bool = True) -> tuple[str, Any]:
     """Validate ``conf``, trigger faye_deploy, follow it; return (final state, preview_url's outcome)."""
     request = validate_request(conf)
-    run = client.trigger(DEPLOY_DAG, conf)
+    run = client.trigger(DEPLOY_DAG, conf, run_id=run_id_for(request.service, request.pr, request.git_sha))
     print(
         f"triggered {DEPLOY_DAG} run {run.run_id} for {request.service} PR {request.pr} at {request.git_sha}"
     )
@@ -57,16 +59,29 @@ def deploy(client: AirflowApiClient, conf: dict[str, Any], *, wait: bool = True)
 
 
 def failure_reasons(client: AirflowApiClient, dag_id: str, run_id: str) -> list[str]:
-    """The error each failed task of the run logged last (``faye logs`` shows the whole story)."""
+    """Why each failed task of the run failed (``faye logs`` shows the whole story).
+
+    The one line ``task_errors`` kept as the XCom ``faye_error``, else the last error the task logged
+    other than Airflow's own closing ``Task exited`` line.
+    """
     from faye_plugin.cli.logs import RunLogs
+    from faye_plugin.task_errors import REASON_KEY
 
     logs = RunLogs(client, dag_id, run_id)
     reasons: list[str] = []
     for task_id, ti in logs.task_instances().items():
-        tries = int(ti.get("try_number") or 0)
-        if ti.get("state") != "failed" or tries == 0:
+        tries = ti.try_number
+        if ti.state != "failed" or tries == 0:
             continue
-        errors = [line for line in logs.read_new(task_id, tries, finished=True) if line.startswith("ERROR")]
+        kept = client.xcom(dag_id, run_id, task_id, key=REASON_KEY)
+        if isinstance(kept, str) and kept:
+            reasons.append(f"{task_id} failed: {kept}")
+            continue
+        errors = [
+            line
+            for line in logs.read_new(task_id, tries, finished=True)
+            if line.startswith("ERROR") and not line.startswith("ERROR Task exited")
+        ]
         if errors:
             reasons.append(f"{task_id} failed: {errors[-1].removeprefix('ERROR ')}")
     return reasons
@@ -84,8 +99,6 @@ def conf_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from faye_plugin.cli.queue import airflow_client
-
     conf = conf_from_args(args)
     validate_request(conf)  # before any network: every bad field at once
     state, outcome = deploy(airflow_client(args), conf, wait=not args.no_wait)
@@ -98,8 +111,6 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from faye_plugin.cli.queue import add_airflow_flags
-
     parser = subparsers.add_parser("deploy", help="deploy a preview of one pull request (faye_deploy)")
     parser.add_argument("--service", required=True, help="a service of the catalogue")
     parser.add_argument("--pr", required=True, type=int, help="the pull request number")

@@ -2,55 +2,30 @@
 
 Tasks are printed in topological order (ties by start time), each line as ``[task_id] line``. With
 ``--follow`` the command keeps polling the running tasks' logs with the API's ``continuation_token``
-and returns when the run has ended and every log is read to its end. Credentials come from flags,
-else ``FAYE_AIRFLOW_URL`` / ``FAYE_AIRFLOW_USER`` / ``FAYE_AIRFLOW_PASSWORD``, else the local stack
-(``faye stack status``).
+and returns when the run has ended and every log is read to its end. The API is found as every
+command finds it (``cli/_common``: ``--url``, the ``FAYE_AIRFLOW_*`` variables, the local stack).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TextIO
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, TextIO
 
+from faye_plugin.cli._common import add_airflow_flags, airflow_client
 from faye_plugin.exceptions import AirflowApiError
-from faye_plugin.hooks.airflow_api import AirflowApiClient
 
-REQUEST_DAGS = ("faye_deploy", "faye_build", "faye_test", "faye_cleanup")
+if TYPE_CHECKING:
+    from faye_plugin.airflow_rest import AirflowApiClient
+    from faye_plugin.queue import TaskState
+
+REQUEST_DAGS = ("faye_deploy", "faye_build", "faye_test", "faye_cleanup", "faye_teardown", "faye_rollback")
 RUN_DONE = frozenset({"success", "failed"})
 TI_DONE = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
-
-
-def client_from_args(args: argparse.Namespace) -> AirflowApiClient:
-    """Return a REST client from ``--airflow-url/--user/--password``, the env, or the local stack."""
-    url = getattr(args, "airflow_url", None) or os.environ.get("FAYE_AIRFLOW_URL")
-    user = getattr(args, "user", None) or os.environ.get("FAYE_AIRFLOW_USER")
-    password = getattr(args, "password", None) or os.environ.get("FAYE_AIRFLOW_PASSWORD")
-    if not url or not user:
-        from faye_plugin.stack.config import StackConfig
-        from faye_plugin.stack.manager import Stack
-
-        status = Stack(StackConfig.from_env()).status()
-        url = url or status.get("airflow_url")
-        user = user or status.get("airflow_username")
-        password = password or status.get("airflow_password")
-    if not url:
-        raise AirflowApiError("no Airflow URL: pass --airflow-url or set FAYE_AIRFLOW_URL")
-    return AirflowApiClient(str(url), user or None, password or None)
-
-
-def add_airflow_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--airflow-url", help="Airflow's base URL (env FAYE_AIRFLOW_URL; default: the stack's)"
-    )
-    parser.add_argument("--user", help="API user (env FAYE_AIRFLOW_USER)")
-    parser.add_argument("--password", help="API password (env FAYE_AIRFLOW_PASSWORD)")
 
 
 def task_order(downstream: dict[str, list[str]], started: dict[str, datetime | None]) -> list[str]:
@@ -119,36 +94,30 @@ class RunLogs:
         self.cursors: dict[tuple[str, int], _LogCursor] = {}
         self._downstream: dict[str, list[str]] | None = None
 
-    @property
-    def run_path(self) -> str:
-        return f"/dags/{quote(self.dag_id)}/dagRuns/{quote(self.run_id, safe='')}"
-
     def downstream(self) -> dict[str, list[str]]:
         if self._downstream is None:
-            data = self.client.request("GET", f"/dags/{quote(self.dag_id)}/tasks").json()
-            self._downstream = {t["task_id"]: list(t.get("downstream_task_ids") or []) for t in data["tasks"]}
+            self._downstream = self.client.dag_tasks(self.dag_id)
         return self._downstream
 
     def run_state(self) -> str:
-        return str(self.client.request("GET", self.run_path).json().get("state"))
+        return self.client.get_run(self.dag_id, self.run_id).state
 
-    def task_instances(self) -> dict[str, dict[str, Any]]:
-        data = self.client.request("GET", f"{self.run_path}/taskInstances", params={"limit": 1000}).json()
-        return {ti["task_id"]: ti for ti in data["task_instances"] if ti.get("map_index", -1) < 0}
+    def task_instances(self) -> dict[str, TaskState]:
+        """The run's task instances by task id (mapped ones left out)."""
+        return {
+            ti.task_id: ti for ti in self.client.task_instances(self.dag_id, self.run_id) if ti.map_index < 0
+        }
 
     def read_new(self, task_id: str, try_number: int, finished: bool) -> list[str]:
         """Return the lines of ``task_id``'s try logged since the last call."""
         cursor = self.cursors.setdefault((task_id, try_number), _LogCursor())
         if cursor.done:
             return []
-        params = {"token": cursor.token} if cursor.token else {}
-        response = self.client.request(
-            "GET", f"{self.run_path}/taskInstances/{quote(task_id)}/logs/{try_number}", params=params
+        entries, next_token = self.client.task_log(
+            self.dag_id, self.run_id, task_id, try_number, cursor.token
         )
-        data = response.json()
-        lines = [text for e in data.get("content") or [] if (text := format_entry(e)) is not None]
+        lines = [text for e in entries if (text := format_entry(e)) is not None]
         cursor.lines += len(lines)
-        next_token = data.get("continuation_token")
         if next_token:
             cursor.token = next_token
         elif finished:
@@ -158,12 +127,12 @@ class RunLogs:
     def poll(self, emit: Callable[[str], None]) -> bool:
         """Print what is new for every started task, in task order; return True when all is read."""
         tis = self.task_instances()
-        started = {t: _time(ti.get("start_date")) for t, ti in tis.items()}
+        started = {t: ti.start_date for t, ti in tis.items()}
         all_done = True
         for task_id in task_order(self.downstream(), started):
             ti = tis.get(task_id)
-            tries = int((ti or {}).get("try_number") or 0)
-            state = (ti or {}).get("state")
+            tries = ti.try_number if ti else 0
+            state = ti.state if ti else None
             finished_ti = state in TI_DONE
             if tries == 0:
                 all_done = all_done and (finished_ti or state is None)
@@ -177,15 +146,10 @@ class RunLogs:
         return all_done
 
 
-def _time(value: Any) -> datetime | None:
-    return datetime.fromisoformat(str(value)) if value else None
-
-
 def find_dag(client: AirflowApiClient, run_id: str, dags: tuple[str, ...] = REQUEST_DAGS) -> str:
     """Return the first of ``dags`` that has a run ``run_id``."""
     for dag_id in dags:
-        path = f"/dags/{quote(dag_id)}/dagRuns/{quote(run_id, safe='')}"
-        if client.request("GET", path, ok=(200, 404)).status_code == 200:
+        if client.find_run(dag_id, run_id) is not None:
             return dag_id
     raise AirflowApiError(f"no run {run_id!r} in {', '.join(dags)}: pass --dag")
 
@@ -214,7 +178,7 @@ def follow_logs(
 
 
 def _logs(args: argparse.Namespace) -> int:
-    client = client_from_args(args)
+    client = airflow_client(args)
     dag_id = args.dag or find_dag(client, args.run_id)
     state = follow_logs(client, dag_id, args.run_id, follow=args.follow, poll_interval=args.interval)
     if args.follow:

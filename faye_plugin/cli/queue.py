@@ -1,44 +1,166 @@
 """``faye queue [--json]``: the runs of faye_deploy / faye_build / faye_test waiting and running.
 
 One line per active run: service, PR, sha, slot, the step it is at and what it waits for (a test
-server, a slot, a running deploy of the same PR, the write lock, a worker). Everything comes from
-Airflow's REST API. The API is found through ``--url/--user/--password``, else ``FAYE_AIRFLOW_URL``,
-``FAYE_AIRFLOW_USER``, ``FAYE_AIRFLOW_PASSWORD``, else the local stack's status.
+server, a slot, a running deploy of the same PR, a worker). Everything comes from
+Airflow's REST API, found as every command finds it (``cli/_common``: ``--url``, the
+``FAYE_AIRFLOW_*`` variables, the local stack).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from faye_plugin.hooks.airflow_api import AirflowApiClient
-from faye_plugin.queue import QUEUE_DAGS, QueueRow, RunInfo, TaskState, queue_rows
+from faye_plugin.airflow_rest import AirflowApiClient
+from faye_plugin.cli._common import add_airflow_flags, airflow_client
+from faye_plugin.queue import (
+    QUEUE_DAGS,
+    SAFE_POINT_TASK_ID,
+    TEST_SERVERS_POOL,
+    RunInfo,
+    TaskState,
+    in_critical_section,
+    same_preview,
+)
 
 COLUMNS = ("dag_id", "run_id", "service", "pr", "sha", "slot", "priority", "step", "waiting_for")
 
 
-def airflow_client(args: argparse.Namespace) -> AirflowApiClient:
-    """The REST client for the flags, the environment, or the local stack (in that order)."""
-    url = getattr(args, "url", None) or os.environ.get("FAYE_AIRFLOW_URL")
-    user = getattr(args, "user", None) or os.environ.get("FAYE_AIRFLOW_USER")
-    password = getattr(args, "password", None) or os.environ.get("FAYE_AIRFLOW_PASSWORD")
-    if not url:
-        from faye_plugin.stack.config import StackConfig
-        from faye_plugin.stack.manager import Stack
+@dataclass(frozen=True)
+class QueueRow:
+    """One line of ``faye queue``."""
 
-        status = Stack(StackConfig.from_env()).status()
-        url = status["airflow_url"]
-        user = user or status.get("airflow_username")
-        password = password or status.get("airflow_password")
-    return AirflowApiClient(str(url), user, password)
+    dag_id: str
+    run_id: str
+    state: str
+    service: str | None
+    pr: int | None
+    sha: str | None
+    slot: str | None
+    priority: int
+    step: str
+    waiting_for: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dag_id": self.dag_id,
+            "run_id": self.run_id,
+            "state": self.state,
+            "service": self.service,
+            "pr": self.pr,
+            "sha": self.sha,
+            "slot": self.slot,
+            "priority": self.priority,
+            "step": self.step,
+            "waiting_for": self.waiting_for,
+        }
 
 
-def add_airflow_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help="Airflow API base URL (env FAYE_AIRFLOW_URL; default: the local stack)")
-    parser.add_argument("--user", help="Airflow user (env FAYE_AIRFLOW_USER)")
-    parser.add_argument("--password", help="Airflow password (env FAYE_AIRFLOW_PASSWORD)")
+#: The states of a task that holds no test server yet (the pool's queue, or a deferral until one is free).
+TEST_SERVER_WAITS = frozenset({"scheduled", "queued", "deferred", "up_for_reschedule"})
+
+
+def current_step(tis: Sequence[TaskState]) -> TaskState | None:
+    """The task a run is at: a running one, else one waiting (deferred, rescheduled, queued, scheduled)."""
+    rank = {
+        "running": 0,
+        "deferred": 1,
+        "up_for_reschedule": 2,
+        "up_for_retry": 3,
+        "queued": 4,
+        "scheduled": 5,
+    }
+    started = [ti for ti in tis if ti.state in rank]
+    if not started:
+        return None
+    # A test waiting for a test server is what the run waits on, even while a side task (preview_url,
+    # which runs beside the Test group) is running: the row's step and its "waiting for" agree.
+    pooled = [ti for ti in started if ti.pool == TEST_SERVERS_POOL and ti.state in TEST_SERVER_WAITS]
+    if pooled:
+        started = pooled
+    return min(
+        started, key=lambda ti: (rank[str(ti.state)], ti.start_date or datetime.max.replace(tzinfo=None))
+    )
+
+
+def waiting_for(
+    run: RunInfo,
+    tis: Sequence[TaskState],
+    others: Iterable[RunInfo],
+    others_tis: Mapping[str, Sequence[TaskState]],
+    pools: Mapping[str, Mapping[str, int]] | None = None,
+) -> str:
+    """What a run waits for, in words; "" when it is simply running a step."""
+    pools = pools or {}
+    if run.state == "queued":
+        return "its turn to start (the DAG's active-run limit)"
+    states = {ti.task_id: ti.state for ti in tis}
+    step = current_step(tis)
+    # A still_newest that is running again (it looks once per pause) is still waiting as its note says.
+    if states.get(SAFE_POINT_TASK_ID) in {"up_for_reschedule", "deferred", "running"} or (
+        step is not None and step.task_id == SAFE_POINT_TASK_ID and step.state in {"scheduled", "queued"}
+    ):
+        # still_newest writes why it waits into the run note ("waiting for a slot: ...").
+        if run.note and run.note.startswith("waiting for "):
+            return run.note.removeprefix("waiting for ")
+        for other in others:
+            if (
+                other.active
+                and same_preview(run, other)
+                and other.order_key < run.order_key
+                and in_critical_section(others_tis.get(other.run_id, ()))
+            ):
+                return f"a running deploy of PR {run.pr} ({other.run_id})"
+    if any(ti.pool == TEST_SERVERS_POOL and ti.state in TEST_SERVER_WAITS for ti in tis):
+        return "a test server"
+    if step is None:
+        return ""
+    if step.task_id.endswith("release_slot") and step.state in {
+        "up_for_reschedule",
+        "deferred",
+        "up_for_retry",
+    }:
+        return "a slot"
+    if step.pool and step.state in {"scheduled", "queued"}:
+        pool = pools.get(step.pool, {})
+        if pool and pool.get("open_slots", 1) <= 0:
+            return f"a slot in pool {step.pool}"
+    if step.state in {"scheduled", "queued"}:
+        return "a worker"
+    return ""
+
+
+def queue_rows(
+    runs: Sequence[RunInfo],
+    tis_by_run: Mapping[str, Sequence[TaskState]],
+    pools: Mapping[str, Mapping[str, int]] | None = None,
+) -> list[QueueRow]:
+    """The rows of ``faye queue``: active runs, highest priority first, then in trigger order."""
+    rows = []
+    for run in sorted((r for r in runs if r.active), key=lambda r: (-r.priority, r.order_key)):
+        tis = list(tis_by_run.get(run.run_id, ()))
+        step = current_step(tis)
+        rows.append(
+            QueueRow(
+                dag_id=run.dag_id,
+                run_id=run.run_id,
+                state=run.state,
+                service=run.service,
+                pr=run.pr,
+                sha=run.git_sha,
+                slot=run.slot,
+                priority=run.priority,
+                step=f"{step.task_id} ({step.state})"
+                if step
+                else ("-" if run.state == "queued" else "between steps"),
+                waiting_for=waiting_for(run, tis, runs, tis_by_run, pools),
+            )
+        )
+    return rows
 
 
 def read_queue(client: AirflowApiClient, dag_ids: tuple[str, ...] = QUEUE_DAGS) -> list[QueueRow]:

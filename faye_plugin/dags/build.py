@@ -9,15 +9,23 @@ from airflow.sdk import DAG
 from faye_plugin.dags.request_tasks import validate
 from faye_plugin.groups.build import build_group
 from faye_plugin.params import dag_params
+from faye_plugin.task_docs import document
 
 DOC_MD = """
-### faye_build
-Build the image of `service` at `git_sha` on the builder host, tag it `<repo>:<full sha>` and push it
-to the registry. The same Build group runs inside `faye_deploy` when the registry lacks the image.
+### faye_build — the image of one commit, without deploying it
 
-Conf: the same as `faye_deploy` (`service`, `pr`, `git_sha`, ...). The first task rejects unknown keys
-and services the catalogue does not declare. Build output streams into the `build.build_image` log
-(`faye logs <run id> --dag faye_build --follow`).
+Builds the image of `service` at `git_sha` on the builder host, tags it `<repo>:<full sha>` and pushes
+it to the registry, so a later `faye_deploy` of that sha skips its build. The same Build group runs
+inside `faye_deploy` when the registry lacks the image.
+
+**Reading a run.** The run note says which service, PR and sha it is for, then `built: ...` (green) or
+`failed at <step>: <reason>` (red). A bad conf (unknown keys, a service the catalogue does not
+declare, ...) is refused at trigger time with HTTP 400 naming every problem. The build's output
+streams into the `build.build_image` log (`faye logs <run id> --dag faye_build --follow`).
+
+**Triggering.** `POST /api/v2/dags/faye_build/dagRuns` with the same conf as `faye_deploy`:
+`{"dag_run_id": "hello-pr-777-74b5f9f-<UTC time>", "logical_date": "<now>", "conf": {"service": "hello",
+"pr": 777, "git_sha": "<sha>"}}`.
 """
 
 
@@ -25,6 +33,7 @@ def build_build_dag() -> DAG:
     """Return the ``faye_build`` DAG."""
     with DAG(
         dag_id="faye_build",
+        description="Build and push a service's image at a commit, without deploying it",
         schedule=None,
         start_date=datetime(2026, 1, 1, tzinfo=UTC),
         catchup=False,
@@ -32,6 +41,7 @@ def build_build_dag() -> DAG:
         doc_md=DOC_MD,
         tags=["faye"],
         max_active_runs=16,
+        default_args={"owner": "faye"},
     ) as dag:
         validate() >> build_group()
-    return dag
+    return document(dag)

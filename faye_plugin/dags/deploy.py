@@ -2,9 +2,15 @@
 
 Steps (docs/deploy.md explains each, and why ``update_proxy`` follows ``deploy_revision``)::
 
-    supersede_older_runs >> get_cloud_run_config >> extend_expiry >> check_cloud_run >> check_image
-      >> should_build >> [build.*] >> join >> prepare_configs >> still_newest >> release_slot
-      >> deploy_revision >> update_proxy >> test.* ;  preview_url after update_proxy (or at once on a no-op)
+    get_cloud_run_config >> [extend_expiry, check_cloud_run, check_image] >> should_build
+      >> [build.*] >> join >> still_newest >> prepare_configs >> release_slot >> deploy_revision
+      >> update_proxy >> test.* ;  preview_url after update_proxy (or at once on a no-op)
+    supersede_older_runs >> still_newest   (beside everything before the safe point)
+
+Independent reads run side by side: each dependency hop costs a scheduler round (~0.3-0.6 s here).
+``should_build`` takes ``extend_expiry``'s result too: a no-op only when the expiry write found the
+revision ``check_cloud_run`` saw (a cleanup between the two cannot then leave a declared no-op with
+no preview).
 """
 
 from __future__ import annotations
@@ -16,30 +22,50 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, TaskGroup, TriggerRule, get_current_context, task
 
 from faye_plugin.params import dag_params
+from faye_plugin.task_docs import document
 
 DAG_ID = "faye_deploy"
 
 DOC = """
 ### faye_deploy — a preview of one pull request
 
-Trigger with `POST /api/v2/dags/faye_deploy/dagRuns` and
-`{"logical_date": "<now, ISO 8601>", "conf": {"service": "hello", "pr": 1, "git_sha": "<40 hex>"}}`
-(the trigger time as `logical_date` keeps the test-server queue first come, first served)
-(optional `slot`, `ttl_hours`, `force_build`, `priority`). An invalid conf is refused with HTTP 400.
+Puts the PR's commit on Cloud Run as a revision under the tag `pr-<N>` (no production traffic) and
+routes a **slot** hostname (`http://<slot>.preview.localhost:<port>`) to it; builds the image only when
+the registry lacks it; then runs the service's tests against the preview on a leased test server.
 
-1. **get_cloud_run_config** — the service's catalogue entry and Cloud Run service; Cloud Run's limits
-   checked; the slot chosen (asked for, the PR's own, a free one, or the oldest preview's).
-2. **extend_expiry** — the tag's expiry pushed out first, so even a failed preview expires.
-3. **check_cloud_run** — already serving this sha under `pr-<N>` in that slot? Then the rest is skipped
-   and the run ends green with the same URL.
-4. **check_image** / **should_build** / **build** / **join** — build only when the registry lacks the image.
-5. **prepare_configs** — `.env` and `docker-compose.yaml` for the slot, kept under the artifacts folder.
-6. **release_slot** — the preview holding the slot is removed (route, then tag).
-7. **deploy_revision** — a new revision under tag `pr-<N>`, no production traffic (deferrable wait).
-8. **update_proxy** — the slot's hostname routed to the tag's URL.
-9. **test** — the service's tests against the preview, on a leased test server.
+**Reading a run.** The run id says what it is for (`hello-pr-777-74b5f9f-<UTC time>` when faye or CI
+triggered it) and the **run note** says how it went, first word first:
 
-The run's outcome (URLs, revision) is the return value of **preview_url**.
+- `running: hello PR 777 at 74b5f9f, slot a` — started (`slot: chosen by faye` until a slot is picked);
+- `deployed: <slot URL> (...)` — green: the preview is live at that URL;
+- `no change: already serving <sha> at <URL>` — green, **a no-op**: the PR already served this sha in
+  that slot, so every step after `should_build` shows as skipped (pink). That is expected;
+- `failed at <step>: <reason>` — red: the step that failed and why, in one line (its log has the rest);
+- `superseded by <run id>` — red too, but nothing went wrong: a newer deploy of the same PR took over
+  (Airflow has no other end state for a run; the note's first word tells them apart).
+
+A **skipped build** (`build.*` pink, `join` green) means the image of that sha was already in the
+registry. A run waiting at `still_newest` (deferred, note `waiting for ...`) lets an older deploy of the
+same PR finish its writes first. The **slot** is the PR's own, the one asked for, a free one, or the
+oldest preview's (which `release_slot` then removes).
+
+**Triggering.** `faye deploy --service hello --pr 777 --sha <sha>`, or
+`POST /api/v2/dags/faye_deploy/dagRuns`:
+
+```json
+{"dag_run_id": "hello-pr-777-74b5f9f-20261201T211446.123Z", "logical_date": "2026-12-01T21:14:46.123Z",
+ "conf": {"service": "hello", "pr": 777, "git_sha": "<40 hex>"}}
+```
+
+(optional `slot`, `ttl_hours`, `force_build`, `priority`). The trigger time as `logical_date` keeps the
+test-server queue first come, first served; a fixed `dag_run_id` makes a resend after HTTP 5xx safe.
+An invalid conf is refused with HTTP 400 and no run.
+
+**The steps.** `get_cloud_run_config` first; then, side by side, `extend_expiry`, `check_cloud_run`
+and `check_image`; `should_build`, `build.*`, `join`, `still_newest` (the safe point; the queue's
+`supersede_older_runs` runs beside everything before it), `prepare_configs`, `release_slot`,
+`deploy_revision`, `update_proxy`, `test.wait_for_preview`, `test.run_tests`, and `preview_url` (the
+outcome: URLs and revision). Each task's own doc says more (docs/deploy.md explains the design).
 """
 
 
@@ -62,8 +88,9 @@ def _test_group(preview_url: str) -> TaskGroup:
 def build_deploy_dag(dag_id: str = DAG_ID, *, queue_steps: bool = True) -> DAG:
     """Return the deploy DAG.
 
-    ``queue_steps`` adds issue 6's ``supersede_older_runs`` (first) and ``still_newest`` (right before
-    ``release_slot``); they need the ``faye_airflow_api`` connection.
+    ``queue_steps`` adds issue 6's ``supersede_older_runs`` (beside the reads, done before the safe
+    point) and ``still_newest`` (the safe point, right after ``join``); they need the
+    ``faye_airflow_api`` connection.
     """
     from faye_plugin.operators.cloud_run import DeployPreviewOperator, ExtendExpiryOperator
     from faye_plugin.operators.proxy import ReleaseSlotOperator, UpdateProxyOperator
@@ -78,7 +105,7 @@ def build_deploy_dag(dag_id: str = DAG_ID, *, queue_steps: bool = True) -> DAG:
         max_active_runs=16,
         params=dag_params(),
         tags=["faye", "preview"],
-        default_args={"retries": 0},
+        default_args={"retries": 0, "owner": "faye"},
     ) as dag:
 
         @task
@@ -100,10 +127,10 @@ def build_deploy_dag(dag_id: str = DAG_ID, *, queue_steps: bool = True) -> DAG:
             return steps.check_image(config)
 
         @task.branch
-        def should_build(config: Any, cloud_run: Any, image: Any) -> list[str]:
+        def should_build(config: Any, cloud_run: Any, image: Any, expiry: Any) -> list[str]:
             from faye_plugin import steps
 
-            return steps.should_build(config, cloud_run, image)
+            return steps.should_build(config, cloud_run, image, expiry)
 
         @task(multiple_outputs=True)
         def prepare_configs(config: Any, expiry: Any, image: Any) -> dict[str, Any]:
@@ -112,8 +139,9 @@ def build_deploy_dag(dag_id: str = DAG_ID, *, queue_steps: bool = True) -> DAG:
 
             context = get_current_context()
             built = context["ti"].xcom_pull(task_ids="build.push_image")
+            claimed = context["ti"].xcom_pull(task_ids="still_newest") if queue_steps else None
             folder = artifacts_dir() / context["dag"].dag_id / context["run_id"]
-            return steps.prepare_configs(config, expiry, image, built, folder)
+            return steps.prepare_configs(config, expiry, image, built, folder, claimed=claimed)
 
         @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
         def preview_url(config: Any, cloud_run: Any) -> dict[str, Any]:
@@ -131,9 +159,10 @@ def build_deploy_dag(dag_id: str = DAG_ID, *, queue_steps: bool = True) -> DAG:
             pr="{{ params.pr }}",
             ttl_hours="{{ params.ttl_hours }}",
         )
+        # The three reads after the config depend on it alone: they run side by side.
         cloud_run = check_cloud_run(config)
         image = check_image(config)
-        branch = should_build(config, cloud_run, image)
+        branch = should_build(config, cloud_run, image, expiry.output)
         build = _build_group()
         join = EmptyOperator(task_id="join", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
         configs: Any = prepare_configs(config, expiry.output, image)
@@ -158,17 +187,21 @@ def build_deploy_dag(dag_id: str = DAG_ID, *, queue_steps: bool = True) -> DAG:
         tests = _test_group("{{ ti.xcom_pull(task_ids='update_proxy')['slot_url'] }}")
         outcome = preview_url(config, cloud_run)
 
-        config >> expiry >> cloud_run >> image >> branch
+        config >> expiry
         branch >> build >> join
         branch >> join
         configs >> release >> deploy >> proxy >> tests
-        join >> configs
         proxy >> outcome
         if queue_steps:
             from faye_plugin.operators.queue import still_newest_task, supersede_task
 
             supersede = supersede_task()
             safe_point = still_newest_task()
-            supersede >> config
-            configs >> safe_point >> release
-    return dag
+            # Superseding only has to be done before the safe point: a newer run cancels this one
+            # before it and waits past it (docs/queue.md), wherever the reads before it are.
+            supersede >> safe_point
+            # The claim decides the slot; the configs render that slot's URL into the preview's env.
+            join >> safe_point >> configs
+        else:
+            join >> configs
+    return document(dag)

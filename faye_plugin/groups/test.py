@@ -6,8 +6,8 @@ Used by ``faye_deploy`` (after the preview is routed) and by ``faye_test``. The 
 Queueing: ``run_tests`` runs in the pool ``faye_test_servers`` (one slot per test server). The
 scheduler hands free pool slots to waiting task instances ordered by ``-priority_weight`` then the
 run's ``logical_date``: every ``run_tests`` has the same absolute weight, so they are served in the
-order their runs were triggered, provided the runs carry a ``logical_date`` set to the trigger time
-(every trigger must: a null ``logical_date`` has no defined order in the pool's queue).
+order their runs were triggered (the trigger gate, ``faye_plugin.api.gate``, gives a run triggered
+with a null ``logical_date`` the trigger time).
 """
 
 from __future__ import annotations

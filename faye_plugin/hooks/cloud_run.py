@@ -4,7 +4,7 @@ It stands on the google provider's connection (conn_type ``google_cloud_platform
 works with an ordinary google connection, and the local emulator with two extras:
 ``{"api_endpoint": "http://127.0.0.1:<port>", "is_anonymous": true}``.
 
-The pure preview model (limits, traffic rewrites, the previews annotation) lives in
+The pure preview model (limits, traffic rewrites) lives in
 :mod:`faye_plugin.hooks.cloud_run_model` and is re-exported here, so operators import one module.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import requests
 from airflow.providers.google.common.consts import CLIENT_INFO
@@ -25,14 +25,11 @@ from google.longrunning import operations_pb2
 from google.protobuf import field_mask_pb2
 
 from faye_plugin.hooks.cloud_run_model import (
-    PREVIEWS_ANNOTATION,
-    PreviewRecord,
     check_labels,
     check_service_name,
     check_tag_limits,
     is_new_service,
     preview_tag,
-    read_previews,
     revision_name,
     served_revision,
     service_path,
@@ -43,21 +40,18 @@ from faye_plugin.hooks.cloud_run_model import (
     with_preview_revision,
     with_tag_on,
     without_tag,
-    write_previews,
+    without_tags,
 )
 
 __all__ = [
     "CONFLICT_ERRORS",
-    "PREVIEWS_ANNOTATION",
     "TRANSIENT_ERRORS",
     "CloudRunPreviewHook",
-    "PreviewRecord",
     "check_labels",
     "check_service_name",
     "check_tag_limits",
     "is_new_service",
     "preview_tag",
-    "read_previews",
     "revision_name",
     "served_revision",
     "service_path",
@@ -68,7 +62,7 @@ __all__ = [
     "with_preview_revision",
     "with_tag_on",
     "without_tag",
-    "write_previews",
+    "without_tags",
 ]
 
 # Errors worth repeating the same request for: the server or the network said "not now".
@@ -243,25 +237,62 @@ class CloudRunPreviewHook(GoogleBaseHook):
         operation.result(timeout=self.operation_timeout, retry=self.retry)
         return True
 
+    @overload
     def modify_service(
-        self, *, project: str, region: str, service: str, change: ServiceChange, attempts: int = 5
-    ) -> run_v2.Service | None:
+        self,
+        *,
+        project: str,
+        region: str,
+        service: str,
+        change: ServiceChange,
+        attempts: int = 5,
+        wait: Literal[True] = True,
+    ) -> run_v2.Service | None: ...
+
+    @overload
+    def modify_service(
+        self,
+        *,
+        project: str,
+        region: str,
+        service: str,
+        change: ServiceChange,
+        attempts: int = 5,
+        wait: Literal[False],
+    ) -> str | None: ...
+
+    def modify_service(
+        self,
+        *,
+        project: str,
+        region: str,
+        service: str,
+        change: ServiceChange,
+        attempts: int = 5,
+        wait: bool = True,
+    ) -> run_v2.Service | str | None:
         """Read, change and write the service, starting over when the write lost a race.
 
         ``change`` gets the current service (None if missing) and returns ``(new_service, update_mask)``
         to write, or None to write nothing. When the write fails with one of CONFLICT_ERRORS (another
         writer changed the service since the read: its etag is stale), the whole cycle runs again, at
         most ``attempts`` times. A missing service is created (``allow_missing``). Returns the service
-        as written, or as read when nothing was written.
+        as written, or as read when nothing was written. With ``wait=False`` the write's operation is
+        not waited for: its name is returned (None when nothing was written), for a trigger or a poll
+        loop to follow (a deploy's PATCH starts a revision, which takes a while).
         """
         last: Exception | None = None
         for _ in range(attempts):
             current = self.get_service(project=project, region=region, service=service)
             planned = change(current)
             if planned is None:
-                return current
+                return current if wait else None
             new_service, update_mask = planned
             try:
+                if not wait:
+                    return self.start_update_service(
+                        new_service, update_mask=update_mask, allow_missing=current is None
+                    )
                 return self.update_service(
                     new_service, update_mask=update_mask, allow_missing=current is None
                 )

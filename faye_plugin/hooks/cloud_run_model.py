@@ -1,9 +1,9 @@
 """Previews on a Cloud Run service, as pure functions over ``run_v2.Service`` objects (no I/O).
 
 This is where Cloud Run correctness lives: its naming limits, the traffic rewrite of a no-traffic
-preview deploy, tag removal, and the mutable ``faye.dev/previews`` annotation that records who holds
-which tag until when. Everything here takes a service and returns a *new* one; nothing is mutated in
-place, so a caller can diff, retry, or throw a rewrite away.
+preview deploy and tag removal. Everything here takes a service and returns a *new* one; nothing is
+mutated in place, so a caller can diff, retry, or throw a rewrite away. The ``faye.dev/previews``
+annotation (who holds which tag and slot until when) belongs to :mod:`faye_plugin.preview_state`.
 
 The rewrite mirrors what ``gcloud run deploy --tag pr-N --no-traffic`` does, in one PATCH:
 the new revision is named by the caller (``template.revision``), any ``LATEST`` traffic target is
@@ -13,15 +13,13 @@ targets left with neither percent nor tag are dropped, and the tag is added on t
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Collection
 
 from google.cloud import run_v2
 
 from faye_plugin.exceptions import CloudRunLimitError
-
-PREVIEWS_ANNOTATION = "faye.dev/previews"
+from faye_plugin.naming import tag_of
 
 MAX_TAG_PLUS_SERVICE = 46  # "Combined traffic tag and service name cannot exceed 46 characters"
 MIN_TAG_LENGTH = 3  # "revision tags must contain at least three characters"
@@ -34,23 +32,6 @@ SUFFIX_RE = re.compile(r"^[a-z0-9]+$")
 
 LATEST = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
 REVISION = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
-
-
-@dataclass(frozen=True)
-class PreviewRecord:
-    """One preview as recorded on its service: the tag it holds and until when.
-
-    ``expires`` and ``deployed_at`` are epoch seconds. ``slot`` is ``""`` when the preview holds none.
-    """
-
-    tag: str
-    pr: int
-    sha: str
-    slot: str
-    revision: str
-    expires: int
-    pinned: bool = False
-    deployed_at: int = 0
 
 
 def short_name(resource_name: str) -> str:
@@ -67,7 +48,7 @@ def preview_tag(pr: int) -> str:
     """Return the Cloud Run traffic tag of pull request ``pr`` (``pr-<N>``)."""
     if isinstance(pr, bool) or not isinstance(pr, int) or pr < 1:
         raise CloudRunLimitError(f"a pull request number is a positive integer, got {pr!r}")
-    return f"pr-{pr}"
+    return tag_of(pr)
 
 
 def check_service_name(service_name: str) -> None:
@@ -151,62 +132,6 @@ def check_labels(labels: dict[str, str]) -> None:
             raise CloudRunLimitError(
                 f"label {key}={value!r}: values are at most 63 lowercase letters, digits, '_' or '-'"
             )
-
-
-# --- the previews annotation ---------------------------------------------------------------------
-
-
-def read_previews(service: run_v2.Service) -> dict[str, PreviewRecord]:
-    """Return the previews recorded in the service's ``faye.dev/previews`` annotation, by tag.
-
-    A missing annotation means no previews. A malformed one raises ValueError: it is the source of
-    truth for expiry, so guessing would risk deleting a preview someone wants.
-    """
-    raw = service.annotations.get(PREVIEWS_ANNOTATION, "")
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"annotation {PREVIEWS_ANNOTATION} on {service.name} is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"annotation {PREVIEWS_ANNOTATION} on {service.name} is not a JSON object")
-    records: dict[str, PreviewRecord] = {}
-    for tag, entry in data.items():
-        if not isinstance(entry, dict):
-            raise ValueError(f"annotation {PREVIEWS_ANNOTATION}: entry {tag!r} is not an object")
-        try:
-            records[tag] = PreviewRecord(
-                tag=tag,
-                pr=int(entry.get("pr") or tag.removeprefix("pr-")),
-                sha=str(entry.get("sha", "")),
-                slot=str(entry.get("slot") or ""),
-                revision=str(entry.get("revision", "")),
-                expires=int(entry["expires"]),
-                pinned=bool(entry.get("pinned", False)),
-                deployed_at=int(entry.get("deployed_at", 0)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"annotation {PREVIEWS_ANNOTATION}: entry {tag!r} is invalid: {exc!r}") from exc
-    return records
-
-
-def write_previews(service: run_v2.Service, previews: dict[str, PreviewRecord]) -> None:
-    """Record ``previews`` in the service's annotation (in place: this is a field edit, not a rewrite).
-
-    Annotations are service metadata: patching them (``update_mask=["annotations"]``) creates no
-    revision. An empty map removes the annotation.
-    """
-    if not previews:
-        if PREVIEWS_ANNOTATION in service.annotations:
-            del service.annotations[PREVIEWS_ANNOTATION]
-        return
-    payload = {}
-    for tag in sorted(previews):
-        entry = asdict(previews[tag])
-        del entry["tag"]
-        payload[tag] = entry
-    service.annotations[PREVIEWS_ANNOTATION] = json.dumps(payload, separators=(",", ":"), sort_keys=True)
 
 
 # --- traffic ---------------------------------------------------------------------------------------
@@ -321,10 +246,15 @@ def without_tag(service: run_v2.Service, tag: str) -> run_v2.Service:
     Targets left with neither percent nor tag are dropped; percents are never changed, so removing a
     tag never moves production traffic.
     """
+    return without_tags(service, {tag})
+
+
+def without_tags(service: run_v2.Service, removed: Collection[str]) -> run_v2.Service:
+    """Return a copy of ``service`` whose traffic carries none of the tags ``removed`` (one write)."""
     new = _copy(service)
     targets: list[run_v2.TrafficTarget] = []
     for t in service.traffic:
-        kept = _target(t.type_, t.revision, t.percent, "" if t.tag == tag else t.tag)
+        kept = _target(t.type_, t.revision, t.percent, "" if t.tag in removed else t.tag)
         if kept.percent or kept.tag:
             targets.append(kept)
     new.traffic = targets

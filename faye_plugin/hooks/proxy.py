@@ -13,7 +13,6 @@ Connection (conn_type ``faye_proxy``): host = the admin API URL (``http://127.0.
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +21,7 @@ import requests
 from airflow.sdk import BaseHook
 
 from faye_plugin.exceptions import InvalidRequestError, ProxyError
+from faye_plugin.retries import DEFAULT_POLICY
 
 ROUTE_ID_PREFIX = "faye-slot-"
 SLOT_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -129,7 +129,7 @@ class ProxyHook(BaseHook):
 
     :param proxy_conn_id: the ``faye_proxy`` connection.
     :param timeout: seconds per admin API request.
-    :param attempts: tries per request when the admin API cannot be reached.
+    :param attempts: tries per request when the admin API cannot be reached (faye_plugin.retries).
     """
 
     conn_name_attr = "proxy_conn_id"
@@ -191,18 +191,18 @@ class ProxyHook(BaseHook):
     # --- HTTP ---------------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, body: Any = None) -> requests.Response:
+        """Send one admin API request; only TRANSIENT_ERRORS (unreachable) are tried again."""
         url = f"{self.settings['admin_url']}{path}"
-        delay = 0.2
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return self.get_conn().request(method, url, json=body, timeout=self.timeout)
-            except TRANSIENT_ERRORS as exc:
-                if attempt == self.attempts:
-                    raise ProxyError(f"{method} {url}: admin API unreachable: {exc}") from exc
-                self.log.info("%s %s: %s; retrying in %.1fs", method, url, exc, delay)
-                time.sleep(delay)
-                delay *= 2
-        raise ProxyError(f"{method} {url}: no attempt made (attempts={self.attempts})")
+        policy = DEFAULT_POLICY.with_attempts(self.attempts)
+        try:
+            return policy.call(
+                lambda: self.get_conn().request(method, url, json=body, timeout=self.timeout),
+                TRANSIENT_ERRORS,
+                what=f"{method} {url}",
+                logger=self.log,
+            )
+        except TRANSIENT_ERRORS as exc:
+            raise ProxyError(f"{method} {url}: admin API unreachable: {exc}") from exc
 
     def _expect(self, response: requests.Response, *ok: int) -> requests.Response:
         if response.status_code not in ok:

@@ -23,6 +23,7 @@ import requests
 from airflow.sdk import BaseHook
 
 from faye_plugin.exceptions import InvalidRequestError, RegistryError
+from faye_plugin.retries import DEFAULT_POLICY, TRANSIENT_STATUSES
 
 MANIFEST_MEDIA_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -37,7 +38,7 @@ TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
 CHALLENGE_PARAM_RE = re.compile(r'(\w+)="([^"]*)"')
 
-TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
+TRANSIENT_STATUS = TRANSIENT_STATUSES
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (requests.ConnectionError, requests.Timeout)
 TOKEN_EXPIRY_MARGIN = 10  # seconds: refresh a token this long before it expires
 
@@ -83,7 +84,7 @@ class RegistryHook(BaseHook):
     :param registry_conn_id: the ``faye_registry`` connection.
     :param timeout: seconds per HTTP request.
     :param attempts: how many times a request is tried when it fails transiently (connection errors,
-        timeouts, 429, 502, 503, 504); waits double from 0.5 s between attempts.
+        timeouts, 429, 502, 503, 504), under faye's one retry policy (faye_plugin.retries).
     """
 
     conn_name_attr = "registry_conn_id"
@@ -154,23 +155,23 @@ class RegistryHook(BaseHook):
     # --- HTTP ---------------------------------------------------------------------------------------
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """Send one request; retry only TRANSIENT_ERRORS and TRANSIENT_STATUS, a bounded number of times."""
+        """Send one request; only TRANSIENT_ERRORS and TRANSIENT_STATUS are tried again (bounded).
+
+        After the last try a transient error becomes a RegistryError and a transient answer is
+        returned as it is (the caller reports its status).
+        """
         session = self.get_conn()
-        delay = 0.5
-        for attempt in range(1, self.attempts + 1):
-            try:
-                response = session.request(method, url, timeout=self.timeout, **kwargs)
-            except TRANSIENT_ERRORS as exc:
-                if attempt == self.attempts:
-                    raise RegistryError(f"{method} {url} failed after {attempt} attempts: {exc}") from exc
-                self.log.info("%s %s: %s; retrying in %.1fs", method, url, exc, delay)
-            else:
-                if response.status_code not in TRANSIENT_STATUS or attempt == self.attempts:
-                    return response
-                self.log.info("%s %s: HTTP %s; retrying in %.1fs", method, url, response.status_code, delay)
-            time.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
+        policy = DEFAULT_POLICY.with_attempts(self.attempts)
+        try:
+            return policy.call(
+                lambda: session.request(method, url, timeout=self.timeout, **kwargs),
+                TRANSIENT_ERRORS,
+                transient_result=lambda r: r.status_code in TRANSIENT_STATUS,
+                what=f"{method} {url}",
+                logger=self.log,
+            )
+        except TRANSIENT_ERRORS as exc:
+            raise RegistryError(f"{method} {url} failed after {self.attempts} attempts: {exc}") from exc
 
     def _authorized(
         self, method: str, url: str, scope: str, use_credentials: bool, **kwargs: Any

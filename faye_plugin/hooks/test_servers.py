@@ -5,21 +5,28 @@ A test server holds its own lock. The lease is a container with a fixed name (``
 the local stack; ``lease_image`` changes it). Its labels say who holds it and until when:
 
 * ``faye.lease.holder``  ``<dag_id>/<run_id>/<task_id>/<try>`` of the holding task instance
-* ``faye.lease.acquired`` and ``faye.lease.expires``  epoch seconds
+* ``faye.lease.acquired`` and ``faye.lease.expires``  epoch seconds (machine state, read by faye;
+  what a person reads, the task log and the XCom ``lease``, says UTC ISO times: ``Lease.to_dict``)
 
 Creating a container whose name is taken fails atomically (Docker answers 409, podman 500 "already
 in use"), so two test runs can never take the same server. Removing the container (by its id, only
-by the holder) releases the lease. A lease whose ``expires`` has passed belongs to a holder that was
-killed without a chance to clean up: anyone may take it over (remove *that* container by id, then
-create a new one; if two take over at once, one create wins and the other sees "taken").
+by the holder) releases the lease.
 
-No new database, no clock on the Airflow side: the lock lives and dies with the server it guards.
+A lease is held exactly while its holder is alive. For a task-instance holder that is the task
+instance's state, asked of Airflow's REST API (``faye_plugin.hooks.lease_holders``): once that try no
+longer runs (it failed, was killed with SIGKILL, was retried), the lease is *stale*, whatever its
+``expires`` says; while it runs, the lease is never taken, however old. Only a holder that is not a
+task instance (a person or a test holding a server by hand) is judged by ``expires``. A stale lease
+may be taken over by anyone: remove *that* container by id and the dead holder's test containers,
+then create a new one (if two take over at once, one create wins and the other sees "taken").
+
+No new database: the lock lives on the server it guards, its life is the holder's task instance.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -29,6 +36,8 @@ from docker.errors import APIError, DockerException, NotFound
 
 from faye_plugin.catalogue import DockerHost
 from faye_plugin.exceptions import TestServerUnavailableError
+from faye_plugin.hooks.lease_holders import LeaseHolderHook, TaskHolder
+from faye_plugin.timestamps import utc_iso
 
 LEASE_NAME = "faye-lease"
 DEFAULT_LEASE_IMAGE = "localhost/faye-base:latest"
@@ -60,12 +69,18 @@ class Lease:
     def expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.expires
 
+    @property
+    def task_holder(self) -> TaskHolder | None:
+        """The task instance holding this lease; None when the holder is not one."""
+        return TaskHolder.parse(self.holder)
+
     def to_dict(self) -> dict[str, Any]:
+        """The lease as a person reads it (the XCom ``lease``): times as UTC ISO to the millisecond."""
         return {
             "server": self.server,
             "holder": self.holder,
-            "acquired": self.acquired,
-            "expires": self.expires,
+            "acquired": utc_iso(self.acquired, millis=True),
+            "expires": utc_iso(self.expires, millis=True),
             "container_id": self.container_id,
         }
 
@@ -114,15 +129,37 @@ class TestServerHook:
     :param server: the test server from the catalogue (Docker URL and TLS settings).
     :param lease_image: an image the server already has; the lease container is created from it.
     :param timeout: seconds for each Docker API call.
+    :param holders: asks Airflow whether a task-instance holder still runs (one is made on demand).
     """
 
     __test__ = False  # not a pytest test class
     hook_name = "faye: test server leases"
 
-    def __init__(self, server: DockerHost, lease_image: str = DEFAULT_LEASE_IMAGE, timeout: int = 30) -> None:
+    def __init__(
+        self,
+        server: DockerHost,
+        lease_image: str = DEFAULT_LEASE_IMAGE,
+        timeout: int = 30,
+        holders: LeaseHolderHook | None = None,
+    ) -> None:
         self.server = server
         self.lease_image = lease_image
         self.timeout = timeout
+        self._holders = holders
+
+    @property
+    def holders(self) -> LeaseHolderHook:
+        if self._holders is None:
+            self._holders = LeaseHolderHook()
+        return self._holders
+
+    def is_stale(self, lease: Lease, now: float | None = None) -> bool:
+        """Whether ``lease``'s holder is gone: its task instance no longer runs that try (or, for a
+        holder that is not a task instance, ``expires`` has passed). Never by age for a task."""
+        task = lease.task_holder
+        if task is None:
+            return lease.expired(now)
+        return not self.holders.is_alive(task)
 
     @cached_property
     def client(self) -> APIClient:
@@ -150,14 +187,14 @@ class TestServerHook:
     def try_acquire(self, holder: str, ttl_seconds: float) -> Lease | None:
         """Take the server for ``holder`` for ``ttl_seconds``; return None when someone else holds it.
 
-        An expired lease is taken over. Taking a lease the same holder already has returns it renewed
-        (a retried or resumed task instance asks again).
+        A stale lease (its holder no longer runs, see ``is_stale``) is taken over. Taking a lease the
+        same holder already has returns it renewed (a resumed task instance asks again).
         """
         for _ in range(2):
             current = self.current_lease()  # a cheap look first: a create on a taken name is slow
             now = time.time()
             if current is not None:
-                if current.holder != holder and not current.expired(now):
+                if current.holder != holder and not self.is_stale(current, now):
                     return None
                 self._remove(current.container_id)
                 if current.holder != holder:
@@ -171,7 +208,11 @@ class TestServerHook:
                 if not _name_taken(err):
                     raise
                 continue  # someone else created it between our look and our create: look again
-            return lease_from_labels(self.server.name, created["Id"], labels)
+            # ``acquired`` is when the server confirmed the lease (the create answered), not when we
+            # looked: a create can take seconds on a busy host, and a holder's [acquired, released]
+            # must lie inside the time it really held the server.
+            held = lease_from_labels(self.server.name, created["Id"], labels)
+            return replace(held, acquired=time.time())
         return None
 
     def release(self, lease: Lease) -> bool:
@@ -207,6 +248,7 @@ def acquire_any(
     timeout: int = 30,
     *,
     busy: list[DockerHost] | None = None,
+    holders: LeaseHolderHook | None = None,
 ) -> tuple[TestServerHook, Lease] | None:
     """Lease the first free server of ``servers`` (in catalogue order); None when all are held.
 
@@ -217,8 +259,9 @@ def acquire_any(
     given, receives the servers held by other tests (the ones worth waiting for).
     """
     problems: dict[str, str] = {}
+    holders = holders or LeaseHolderHook()
     for server in servers:
-        hook = TestServerHook(server, lease_image=lease_image, timeout=timeout)
+        hook = TestServerHook(server, lease_image=lease_image, timeout=timeout, holders=holders)
         try:
             lease = hook.try_acquire(holder, ttl_seconds)
         except UNREACHABLE_ERRORS as err:
@@ -235,16 +278,20 @@ def acquire_any(
 
 
 def free_servers(
-    servers: tuple[DockerHost, ...] | list[DockerHost], lease_image: str = DEFAULT_LEASE_IMAGE
+    servers: tuple[DockerHost, ...] | list[DockerHost],
+    lease_image: str = DEFAULT_LEASE_IMAGE,
+    holders: LeaseHolderHook | None = None,
 ) -> list[str]:
-    """Return the names of the servers whose lease is absent or expired (unreachable ones excluded)."""
+    """Return the names of the servers whose lease is absent or stale (unreachable ones excluded)."""
     free: list[str] = []
     now = time.time()
+    holders = holders or LeaseHolderHook()
     for server in servers:
+        hook = TestServerHook(server, lease_image=lease_image, holders=holders)
         try:
-            lease = TestServerHook(server, lease_image=lease_image).current_lease()
+            lease = hook.current_lease()
         except UNREACHABLE_ERRORS:
             continue
-        if lease is None or lease.expired(now):
+        if lease is None or hook.is_stale(lease, now):
             free.append(server.name)
     return free

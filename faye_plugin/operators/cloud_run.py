@@ -1,7 +1,8 @@
 """Operators that change a preview on Cloud Run: push out its expiry, deploy its revision, remove it.
 
 Each builds its hook in ``execute()`` from the service's catalogue entry. Every service write is a
-read-modify-write with the service's etag, started again when another writer won the race.
+transition of :mod:`faye_plugin.preview_state`, applied in one read-modify-write with the service's
+etag (started again when another writer won the race).
 """
 
 from __future__ import annotations
@@ -13,18 +14,16 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from faye_plugin.catalogue import ServiceSpec, load_catalogue
-from faye_plugin.exceptions import CloudRunApiError, FayeError
+from faye_plugin.exceptions import CloudRunApiError, FayeError, InvalidRequestError
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-    from google.cloud import run_v2
 
     from faye_plugin.hooks.cloud_run import CloudRunPreviewHook
+    from faye_plugin.preview_state import Transition
 
 # The Cloud Run client library is imported inside execute(): every task process of the deploy DAG
 # parses this module, and most of them never talk to Cloud Run.
-
-WRITE_ATTEMPTS = 5
 
 
 def _spec(service: str) -> ServiceSpec:
@@ -40,10 +39,17 @@ def _hook(spec: ServiceSpec) -> CloudRunPreviewHook:
 class ExtendExpiryOperator(BaseOperator):
     """Push out the expiry of a PR's preview to now + ttl, before anything else of the deploy changes.
 
-    The expiry lives in the service's ``faye.dev/previews`` annotation (no new revision). A PR without a
-    record yet gets one, so a deploy that fails later still leaves an expiring record. When the service
-    itself does not exist yet there is nothing to write on: the first deploy then creates the service,
-    the tag and the record in one PATCH, so no tag can exist without an expiry.
+    The expiry lives in the service's preview state (:mod:`faye_plugin.preview_state`, an annotation:
+    no new revision). A PR without a record yet gets one, so a deploy that fails later still leaves an
+    expiring record. When the service itself does not exist yet there is nothing to write on: the
+    first deploy then creates the service, the tag and the record in one PATCH, so no tag can exist
+    without an expiry.
+
+    It also returns ``extended_revision``: the revision the tag ``pr-<N>`` served in the very state
+    this write pushed an existing record's expiry on (None when the PR had no record or no tag there).
+    ``check_cloud_run`` runs beside this task, so ``should_build`` declares a no-op only when that
+    revision is the one ``check_cloud_run`` found: a ``faye_cleanup`` that removed the preview
+    between the two shows up here as "no record to extend", and the deploy then re-creates it.
 
     :param service: the catalogue's service name (templated).
     :param pr: the pull request number (templated).
@@ -60,8 +66,10 @@ class ExtendExpiryOperator(BaseOperator):
         self.ttl_hours = ttl_hours
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from faye_plugin.hooks.cloud_run import check_tag_limits, preview_tag, read_previews, write_previews
-        from faye_plugin.previews import expires_at, ttl_hours, with_expiry
+        from faye_plugin import preview_state
+        from faye_plugin.hooks.cloud_run import check_tag_limits, preview_tag, tag_revision
+        from faye_plugin.naming import expires_at
+        from faye_plugin.previews import ttl_hours
 
         spec = _spec(str(self.service))
         pr = int(self.pr)
@@ -72,17 +80,21 @@ class ExtendExpiryOperator(BaseOperator):
         expires = expires_at(time.time(), hours)
         target = spec.cloud_run
 
-        def change(current: run_v2.Service | None) -> tuple[run_v2.Service, list[str]] | None:
-            if current is None:
-                return None
-            previews = with_expiry(read_previews(current), tag=tag, pr=pr, expires=expires)
-            write_previews(current, previews)
-            return current, ["annotations"]
+        found: dict[str, str | None] = {}
 
-        written = _hook(spec).modify_service(
-            project=target.project, region=target.region, service=target.service, change=change
+        def extend(state: preview_state.PreviewState, current: Any) -> preview_state.Planned | None:
+            # Per attempt (a lost etag race calls this again on a fresh read): what the write extends.
+            found["revision"] = tag_revision(current, tag) if current is not None and state.get(pr) else None
+            return None if current is None else preview_state.Planned(state.extend(pr, expires))
+
+        written, state = preview_state.apply(
+            _hook(spec),
+            project=target.project,
+            region=target.region,
+            service=target.service,
+            transition=extend,
         )
-        recorded = read_previews(written).get(tag) if written is not None else None
+        recorded = state.get(pr)
         self.log.info(
             "Preview %s of %s expires at %s (%d h)%s",
             tag,
@@ -97,6 +109,7 @@ class ExtendExpiryOperator(BaseOperator):
             "expires": recorded.expires if recorded else expires,
             "pinned": bool(recorded and recorded.pinned),
             "service_exists": written is not None,
+            "extended_revision": found.get("revision") if written is not None else None,
         }
 
 
@@ -105,7 +118,8 @@ class DeployPreviewOperator(BaseOperator):
 
     The revision is named ``<service>-pr-<N>-<sha7>`` (``-r2``, ``-r3``... if that name is taken) and
     labelled ``faye-pr``, ``faye-sha``, ``faye-slot``; the same PATCH moves the tag ``pr-<N>`` onto it and
-    records sha, slot, revision and expiry in the ``faye.dev/previews`` annotation. Secrets from
+    records sha, slot, revision and expiry in the preview state (one transition, one etag-guarded PATCH;
+    it refuses rather than take the slot from another tag's claim). Secrets from
     ``secret_env`` are resolved here, masked, and never returned.
 
     Returns ``{"service", "pr", "sha", "slot", "tag", "revision", "url", "image", "expires", "operation"}``
@@ -189,59 +203,55 @@ class DeployPreviewOperator(BaseOperator):
         raise FayeError(f"no free revision name for {base}: 1000 deploys of one commit")
 
     def _plan(
-        self, hook: CloudRunPreviewHook, spec: ServiceSpec, secrets: dict[str, str]
-    ) -> tuple[run_v2.Service, str, bool]:
+        self,
+        hook: CloudRunPreviewHook,
+        spec: ServiceSpec,
+        secrets: dict[str, str],
+        planned: dict[str, Any],
+        run_id: str,
+    ) -> Transition:
+        """The deploy as one preview-state transition: the traffic rewrite and the record, in one PATCH."""
         from google.cloud import run_v2
 
-        from faye_plugin.hooks.cloud_run import (
-            preview_tag,
-            read_previews,
-            service_path,
-            with_preview_revision,
-            write_previews,
-        )
-        from faye_plugin.previews import (
-            LABEL_PR,
-            LABEL_SHA,
-            LABEL_SLOT,
-            deployed_record,
-            expires_at,
-            ttl_hours,
-        )
+        from faye_plugin import preview_state
+        from faye_plugin.hooks.cloud_run import preview_tag, service_path, with_preview_revision
+        from faye_plugin.naming import expires_at
+        from faye_plugin.previews import LABEL_PR, LABEL_SHA, LABEL_SLOT, ttl_hours
 
         target = spec.cloud_run
         pr, sha, slot = int(self.pr), str(self.git_sha), str(self.slot)
         tag = preview_tag(pr)
-        current = hook.get_service(project=target.project, region=target.region, service=target.service)
-        revision = self._free_revision(hook, spec, current is not None)
-        base = current or run_v2.Service(name=service_path(target.project, target.region, target.service))
-        new = with_preview_revision(
-            base,
-            revision=revision,
-            image=self._image(),
-            env={**(self.env or {}), **secrets},
-            labels={LABEL_PR: str(pr), LABEL_SHA: sha, LABEL_SLOT: slot},
-            tag=tag,
-            port=spec.port,
-        )
-        now = time.time()
-        expires = int(self.expires) if self.expires not in (None, "", "None") else 0
-        if not expires:
-            expires = expires_at(now, ttl_hours(None, load_catalogue().defaults))
-        previews = read_previews(current) if current is not None else {}
-        write_previews(
-            new,
-            deployed_record(
-                previews, tag=tag, pr=pr, sha=sha, slot=slot, revision=revision, expires=expires, now=now
-            ),
-        )
-        return new, revision, current is None
+
+        def deploy(state: preview_state.PreviewState, current: Any) -> preview_state.Planned:
+            revision = self._free_revision(hook, spec, current is not None)
+            base = current or run_v2.Service(name=service_path(target.project, target.region, target.service))
+            new = with_preview_revision(
+                base,
+                revision=revision,
+                image=self._image(),
+                env={**(self.env or {}), **secrets},
+                labels={LABEL_PR: str(pr), LABEL_SHA: sha, LABEL_SLOT: slot},
+                tag=tag,
+                port=spec.port,
+            )
+            now = time.time()
+            expires = int(self.expires) if self.expires not in (None, "", "None") else 0
+            if not expires:
+                expires = expires_at(now, ttl_hours(None, load_catalogue().defaults))
+            planned["revision"] = revision
+            recorded = state.record_deploy(
+                pr, sha=sha, slot=slot, revision=revision, expires=expires, now=now, run_id=run_id
+            )  # refuses (SlotTakenError) rather than drop another tag's claim on the slot
+            return preview_state.Planned(recorded, new, update_mask=())
+
+        return deploy
 
     # --- execution ----------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from faye_plugin import preview_state
         from faye_plugin.configs import resolve_secrets, secret_refs
-        from faye_plugin.hooks.cloud_run import CONFLICT_ERRORS, check_tag_limits, preview_tag
+        from faye_plugin.hooks.cloud_run import check_tag_limits, preview_tag
         from faye_plugin.settings import deploy_deferrable
 
         spec = _spec(str(self.service))
@@ -250,17 +260,18 @@ class DeployPreviewOperator(BaseOperator):
         spec.require_slot(str(self.slot))
         secrets = resolve_secrets(secret_refs(spec))
         hook = _hook(spec)
-        operation = ""
-        revision = ""
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            new, revision, create = self._plan(hook, spec, secrets)
-            try:
-                operation = hook.start_update_service(new, allow_missing=create)
-                break
-            except CONFLICT_ERRORS as err:
-                if attempt == WRITE_ATTEMPTS:
-                    raise
-                self.log.info("Service %s changed under us (%s); planning again", spec.name, err)
+        planned: dict[str, Any] = {}
+        target = spec.cloud_run
+        operation = preview_state.start_apply(
+            hook,
+            project=target.project,
+            region=target.region,
+            service=target.service,
+            transition=self._plan(hook, spec, secrets, planned, str(context["run_id"])),
+        )
+        revision = str(planned["revision"])
+        if operation is None:
+            raise FayeError(f"the deploy of {revision} wrote nothing")
         self.log.info(
             "Deploying revision %s of %s under tag %s (operation %s)", revision, spec.name, tag, operation
         )
@@ -314,46 +325,37 @@ class DeployPreviewOperator(BaseOperator):
         raise CloudRunApiError(500, "DEPLOY_FAILED", f"revision {revision} did not deploy ({why}); {undone}")
 
     def _undo(self, hook: CloudRunPreviewHook, spec: ServiceSpec, revision: str) -> str:
-        from dataclasses import replace
-
-        from faye_plugin.hooks.cloud_run import (
-            preview_tag,
-            read_previews,
-            served_revision,
-            with_tag_on,
-            write_previews,
-        )
+        from faye_plugin import preview_state
+        from faye_plugin.hooks.cloud_run import preview_tag, served_revision, with_tag_on
         from faye_plugin.hooks.proxy import ProxyHook
         from faye_plugin.previews import LABEL_SHA
 
         target = spec.cloud_run
-        tag, slot = preview_tag(int(self.pr)), str(self.slot)
+        pr, slot = int(self.pr), str(self.slot)
+        tag = preview_tag(pr)
         route = ProxyHook(proxy_conn_id=spec.proxy_conn_id).get_slot_route(slot)
         routed = route is not None and route.service == spec.name and route.tag == tag
         outcome = ["Cloud Run has no service to undo on"]
 
-        def change(current: run_v2.Service | None) -> tuple[run_v2.Service, list[str]] | None:
+        def undo(state: preview_state.PreviewState, current: Any) -> preview_state.Planned | None:
             if current is None:
                 return None
             served = served_revision(current, tag) if routed else None
-            previews = read_previews(current)
-            record = previews.get(tag)
+            sha = ""
             if served:
                 old = hook.get_revision(f"{current.name}/revisions/{served}")
                 sha = old.labels.get(LABEL_SHA, "") if old is not None else ""
-                if record is not None:
-                    previews[tag] = replace(record, revision=served, sha=sha or record.sha)
                 outcome[0] = f"the preview keeps serving {served} under tag {tag} in slot {slot}"
             else:
-                if record is not None:
-                    previews[tag] = replace(record, slot="", revision="")
                 outcome[0] = f"tag {tag} removed and slot {slot} left free (the record keeps its expiry)"
-            new = with_tag_on(current, tag, served)
-            write_previews(new, previews)
-            return new, ["traffic", "annotations"]
+            return preview_state.Planned(
+                state.undo_deploy(pr, served=served, sha=sha),
+                with_tag_on(current, tag, served),
+                update_mask=("traffic",),
+            )
 
-        hook.modify_service(
-            project=target.project, region=target.region, service=target.service, change=change
+        preview_state.apply(
+            hook, project=target.project, region=target.region, service=target.service, transition=undo
         )
         self.log.warning("Revision %s never became ready: %s", revision, outcome[0])
         return outcome[0]
@@ -361,7 +363,8 @@ class DeployPreviewOperator(BaseOperator):
     def _result(
         self, hook: CloudRunPreviewHook, spec: ServiceSpec, revision: str, operation: str
     ) -> dict[str, Any]:
-        from faye_plugin.hooks.cloud_run import preview_tag, read_previews, tag_revision, tag_uri
+        from faye_plugin.hooks.cloud_run import preview_tag, tag_revision, tag_uri
+        from faye_plugin.preview_state import PreviewState
 
         target = spec.cloud_run
         tag = preview_tag(int(self.pr))
@@ -377,7 +380,7 @@ class DeployPreviewOperator(BaseOperator):
                 f"tag {tag} serves {serving!r} at {url!r}, not the revision just deployed ({revision}): "
                 "another deploy moved it",
             )
-        record = read_previews(service).get(tag)
+        record = PreviewState.read(service).get(int(self.pr))
         result = {
             "service": spec.name,
             "pr": int(self.pr),
@@ -412,7 +415,6 @@ class RemovePreviewOperator(BaseOperator):
         self.only_expired = only_expired
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from faye_plugin.hooks.cloud_run import preview_tag
         from faye_plugin.hooks.proxy import ProxyHook
         from faye_plugin.operators.removal import remove_preview, still_expired
 
@@ -423,6 +425,38 @@ class RemovePreviewOperator(BaseOperator):
             pr,
             cloud_run=_hook(spec),
             proxy=ProxyHook(proxy_conn_id=spec.proxy_conn_id),
-            only_if=still_expired(preview_tag(pr)) if self.only_expired else None,
+            only_if=still_expired(pr) if self.only_expired else None,
         )
         return removal.as_dict()
+
+
+class RemoveExpiredPreviewsOperator(BaseOperator):
+    """Remove the expired, unpinned previews of one service: their proxy routes, then all their Cloud
+    Run tags and records in one write of the service (``faye_cleanup``, mapped over services).
+
+    :param service: the catalogue's service name (templated).
+    :param prs: the pull requests whose previews were found expired (templated); each is checked again
+        on a fresh read, so one redeployed or pinned meanwhile is kept.
+    """
+
+    template_fields: Sequence[str] = ("service", "prs")
+    ui_color = "#ffe0e0"
+
+    def __init__(self, *, service: str, prs: list[int] | str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service = service
+        self.prs = prs
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from faye_plugin.hooks.proxy import ProxyHook
+        from faye_plugin.operators.removal import remove_expired_previews
+
+        if not isinstance(self.prs, list) or not all(isinstance(pr, int) for pr in self.prs):
+            raise InvalidRequestError(f"prs: expected a list of PR numbers, got {self.prs!r}")
+        spec = _spec(str(self.service))
+        removals = remove_expired_previews(
+            spec, list(self.prs), cloud_run=_hook(spec), proxy=ProxyHook(proxy_conn_id=spec.proxy_conn_id)
+        )
+        removed = [r.pr for r in removals if r.record_removed]
+        kept = {r.pr: r.skipped for r in removals if r.skipped}
+        return {"service": spec.name, "removed": removed, "kept": kept}

@@ -1,18 +1,21 @@
 """Operators on the preview proxy: give a slot up, and route a slot to a preview.
 
 The proxy's routes are the public record of who holds each slot (``X-Faye-*`` fields of the route);
-Cloud Run's ``faye.dev/previews`` annotation is the other half. Both are read back, never cached.
+Cloud Run's preview state
+(:mod:`faye_plugin.preview_state`) is the other half. Both are read back, never cached.
 """
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
 from faye_plugin.catalogue import load_catalogue
-from faye_plugin.exceptions import CatalogueError, FayeError
+from faye_plugin.exceptions import CatalogueError, FayeError, SlotBusyError
 from faye_plugin.hooks.proxy import ProxyHook, SlotRoute
 
 if TYPE_CHECKING:
@@ -22,10 +25,12 @@ if TYPE_CHECKING:
 class ReleaseSlotOperator(BaseOperator):
     """Make ``slot`` free for PR ``pr``: remove whatever other preview holds it (route, then tag).
 
-    Holders are read from the proxy's route for the slot and from the service's annotation (a preview
-    whose record claims the slot without a route). Each is removed entirely, route first and then its
-    Cloud Run tag and record, so no hostname routes to a tag that is gone. A route this PR holds on
-    another slot is removed too (the PR moves). Returns ``{"slot", "released": [...], "moved_from": [...]}``.
+    Holders are read from the proxy's route for the slot and from the service's preview state (a
+    preview whose record holds the slot without a route). Each is removed entirely, route first and
+    then its Cloud Run tag and record, so no hostname routes to a tag that is gone; when this PR's
+    claim is taking the slot over, the same write hands the slot to it
+    (:meth:`faye_plugin.preview_state.PreviewState.release`). A route this PR holds on another slot is
+    removed too (the PR moves). Returns ``{"slot", "released": [...], "moved_from": [...]}``.
 
     :param service: the catalogue's service name (templated).
     :param pr: the pull request number taking the slot (templated).
@@ -42,7 +47,8 @@ class ReleaseSlotOperator(BaseOperator):
         self.slot = slot
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from faye_plugin.hooks.cloud_run import CloudRunPreviewHook, read_previews
+        from faye_plugin import preview_state
+        from faye_plugin.hooks.cloud_run import CloudRunPreviewHook
         from faye_plugin.operators.removal import remove_preview
 
         catalogue = load_catalogue()
@@ -52,23 +58,39 @@ class ReleaseSlotOperator(BaseOperator):
         cloud_run = CloudRunPreviewHook(gcp_conn_id=spec.cloud_run.gcp_conn_id)
         target = spec.cloud_run
 
+        state = preview_state.read(
+            cloud_run, project=target.project, region=target.region, service=target.service
+        )
+        me = state.get(pr)
+        taking = me is not None and me.taking == slot
+        holder = state.holder(slot, besides=pr)
+        live = preview_state.Liveness(now_ms=preview_state.ms(time.time())).live
+        # No claim hands this slot over (a DAG without the safe point): only a holder whose deploy is
+        # not live may go, never one in flight or pinned.
+        if holder is not None and not taking and (holder.pinned or live(holder)):
+            raise SlotBusyError(
+                f"slot {slot} is held by PR {holder.pr} (sha {holder.sha[:7] or '?'}"
+                f"{', pinned' if holder.pinned else ', deploying'}): PR {pr} cannot take it"
+            )
+
         routes = proxy.list_slot_routes()
         moved_from = [r.slot for r in routes if r.service == spec.name and int(r.pr) == pr and r.slot != slot]
         for other in moved_from:
             proxy.delete_slot_route(other)
 
-        holders: list[tuple[str, int]] = []
+        evict: list[tuple[str, int]] = []
         route = next((r for r in routes if r.slot == slot), None)
         if route is not None and (route.service, int(route.pr)) != (spec.name, pr):
-            holders.append((route.service, int(route.pr)))
-        current = cloud_run.get_service(project=target.project, region=target.region, service=target.service)
-        if current is not None:
-            for record in read_previews(current).values():
-                if record.slot == slot and record.pr != pr and (spec.name, record.pr) not in holders:
-                    holders.append((spec.name, record.pr))
+            evict.append((route.service, int(route.pr)))
+        if holder is not None and (spec.name, holder.pr) not in evict:
+            evict.append((spec.name, holder.pr))
+
+        def hand_over(after: preview_state.PreviewState) -> preview_state.PreviewState:
+            return after.release(pr)[0] if taking else after
 
         released = []
-        for service_name, holder_pr in holders:
+        handed = False
+        for service_name, holder_pr in evict:
             try:
                 holder_spec = catalogue.service(service_name)
             except CatalogueError:
@@ -77,6 +99,7 @@ class ReleaseSlotOperator(BaseOperator):
                 released.append({"service": service_name, "pr": holder_pr, "routes_removed": [slot]})
                 continue
             self.log.info("Slot %s is held by %s PR %d: releasing it", slot, service_name, holder_pr)
+            same = holder_spec.name == spec.name
             removal = remove_preview(
                 holder_spec,
                 holder_pr,
@@ -84,11 +107,32 @@ class ReleaseSlotOperator(BaseOperator):
                 if holder_spec.cloud_run.gcp_conn_id == target.gcp_conn_id
                 else CloudRunPreviewHook(gcp_conn_id=holder_spec.cloud_run.gcp_conn_id),
                 proxy=proxy,
+                # Without a take-over (no safe point), a holder whose deploy came back to life is kept.
+                only_if=None if taking or not same else functools.partial(_gone, pr=holder_pr),
+                also=hand_over if same and not handed else None,
             )
+            handed = handed or same
             released.append(removal.as_dict())
+        if taking and not handed:
+            preview_state.apply(
+                cloud_run,
+                project=target.project,
+                region=target.region,
+                service=target.service,
+                transition=lambda st, current: preview_state.Planned(hand_over(st)),
+            )
         if not released:
             self.log.info("Slot %s was free for %s PR %d", slot, spec.name, pr)
         return {"slot": slot, "released": released, "moved_from": moved_from}
+
+
+def _gone(state: Any, *, pr: int) -> bool:
+    """True when an evicted holder is still evictable on a fresh read: gone, or neither pinned nor live."""
+    from faye_plugin import preview_state
+
+    holder = state.get(pr)
+    live = preview_state.Liveness(now_ms=preview_state.ms(time.time())).live
+    return holder is None or not (holder.pinned or live(holder))
 
 
 class UpdateProxyOperator(BaseOperator):

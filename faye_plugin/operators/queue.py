@@ -1,9 +1,10 @@
-"""The deploy's two queue steps: ``supersede_older_runs`` (first) and ``still_newest`` (the safe point).
+"""The deploy's queue steps: ``supersede_older_runs`` (beside the reads) and ``still_newest`` (safe point).
 
 - ``supersede_older_runs`` cancels older active deploys of the same (service, pr) that have not reached
   their safe point: the run is set to failed with the note ``superseded by <run>``. Older runs already
   past it are left to finish their writes. Cleanup runs and other DAGs are never touched.
-- ``still_newest`` runs right before the first write (``release_slot``). It ends its own run as
+- ``still_newest`` runs right before the writes (``prepare_configs``, then ``release_slot``). It ends
+  its own run as
   superseded if a newer deploy of the PR exists or Cloud Run records a newer request for the tag;
   it waits (deferred between looks: no worker slot held) while an older deploy of the PR is inside its
   writes; otherwise it records this run's request on the service and lets the writes begin.
@@ -15,10 +16,9 @@ pure functions in :mod:`faye_plugin.queue`. H5's DAG builder uses :func:`superse
 
 from __future__ import annotations
 
-import json
+import functools
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -32,58 +32,12 @@ from faye_plugin.queue import (
     RunInfo,
     TagRequest,
     TaskState,
-    claim_decision,
-    claim_holders,
     in_critical_section,
     plan_supersede,
     safe_point_decision,
     same_preview,
     superseded_note,
 )
-
-REQUESTS_ANNOTATION = "faye.dev/requests"
-
-
-def read_requests(annotations: dict[str, str]) -> dict[str, TagRequest]:
-    """The newest request per tag recorded on a service (annotation ``faye.dev/requests``)."""
-    raw = annotations.get(REQUESTS_ANNOTATION, "")
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError:
-        return {}
-    found: dict[str, TagRequest] = {}
-    for tag, entry in data.items() if isinstance(data, dict) else ():
-        if isinstance(entry, dict) and "run_id" in entry and "requested_at" in entry:
-            claimed_at = entry.get("claimed_at")
-            found[tag] = TagRequest(
-                str(entry["run_id"]),
-                float(entry["requested_at"]),
-                entry.get("sha"),
-                entry.get("slot"),
-                float(claimed_at) if claimed_at is not None else None,
-            )
-    return found
-
-
-def _request_json(request: TagRequest) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "run_id": request.run_id,
-        "requested_at": request.requested_at,
-        "sha": request.git_sha,
-    }
-    if request.slot:
-        data["slot"] = request.slot
-        data["claimed_at"] = request.claimed_at
-    return data
-
-
-def write_request(annotations: Any, tag: str, request: TagRequest) -> None:
-    """Record ``request`` as the newest for ``tag`` (in place, on a service's annotations map)."""
-    current = {t: _request_json(r) for t, r in read_requests(dict(annotations)).items()}
-    current[tag] = _request_json(request)
-    annotations[REQUESTS_ANNOTATION] = json.dumps(current, separators=(",", ":"), sort_keys=True)
 
 
 def _same_preview_tis(client: Any, me: RunInfo, runs: Sequence[RunInfo]) -> dict[str, list[TaskState]]:
@@ -137,11 +91,12 @@ class SupersedeOlderRunsOperator(BaseOperator):
 class StillNewestSensor(BaseOperator):
     """The safe point before a deploy's writes: proceed, wait, or step aside; and the slot claim.
 
-    In one etag-guarded write on the service it records this run as the tag's newest request and, when
-    ``slot`` is given, claims that slot for the PR (the ``faye.dev/previews`` record's ``slot``, and
-    ``claimed_at`` in ``faye.dev/requests``), so two PRs can never both claim one slot. A slot held by
-    another preview is handled by the catalogue's slot policy (:func:`faye_plugin.queue.claim_decision`).
-    While it waits, the run note says for what. Returns ``{"slot", "evict"}``.
+    In one etag-guarded write on the service (:func:`faye_plugin.preview_state.apply`) it records this
+    run as the tag's newest request and, when ``slot`` is given, claims a slot for the PR: the slot is
+    chosen again on that fresh read (:func:`faye_plugin.slots.claim`: the PR's own, else a free one,
+    else by the catalogue's slot policy), and the claim is refused while another live claim holds it,
+    so two PRs can never both take one slot. While it waits, the run note says for what. Returns
+    ``{"slot", "evict"}``: later steps take that slot.
 
     Waiting is a loop of looks and deferrals (``TimeDeltaTrigger``): the task holds no worker slot and
     shows as *deferred*. The pause is 15 s on purpose: Airflow 3.3's LocalExecutor keys a task by its try
@@ -150,7 +105,7 @@ class StillNewestSensor(BaseOperator):
     fails it as killed externally. Seen here with 2-3 s pauses on a loaded machine, in reschedule mode
     and with deferrals alike; a pause well above one scheduler loop avoids it.
 
-    :param slot: the slot chosen when the run started (templated; None: no claim).
+    :param slot: the slot chosen when the run started, a hint (templated; None: no claim).
     :param poke_interval: seconds between two looks while waiting.
     :param timeout: seconds to wait at most, then fail.
     :param airflow_api_conn_id: the connection to Airflow's REST API.
@@ -196,31 +151,46 @@ class StillNewestSensor(BaseOperator):
         return self.execute(context, since=since)
 
     def _wait(self, client: Any, me: RunInfo, why: str) -> PokeReturnValue:
+        from faye_plugin.exceptions import AirflowApiError
+
         note = f"waiting for {why}"[:1000]
         if me.note != note:
-            client.set_note(me.dag_id, me.run_id, note)
+            try:
+                client.set_note(me.dag_id, me.run_id, note)
+            except AirflowApiError as exc:  # the note tells a person; the wait goes on without it
+                self.log.warning("could not set the run note %r: %s", note, exc)
         self.log.info("Waiting: %s", why)
         return PokeReturnValue(is_done=False)
 
     def poke(self, context: Any) -> PokeReturnValue:
+        from faye_plugin import preview_state, slots
         from faye_plugin.catalogue import load_catalogue
         from faye_plugin.hooks.airflow_api import AirflowApiHook
         from faye_plugin.hooks.cloud_run import CloudRunPreviewHook
+        from faye_plugin.naming import expires_at, tag_of
 
         client = AirflowApiHook(self.airflow_api_conn_id).client
         dag_run = context["dag_run"]
+        # Runs are listed BEFORE the service is read: a claim made after this moment counts as live
+        # whatever the list says (preview_state.Liveness), so a claim can never look abandoned.
+        listed_ms = preview_state.ms(time.time())
+        runs = client.list_active_runs(DEPLOY_DAG)
         me = client.get_run(dag_run.dag_id, dag_run.run_id)
         if me.service is None or me.pr is None:
             raise ValueError(f"run {me.run_id} has no service/pr in its conf")
-        tag = f"pr-{me.pr}"
+        pr, tag = int(me.pr), tag_of(me.pr)
         catalogue = load_catalogue()
         spec = catalogue.service(me.service)
         target = spec.cloud_run
         hook = CloudRunPreviewHook(gcp_conn_id=target.gcp_conn_id)
         service = hook.get_service(project=target.project, region=target.region, service=target.service)
-        recorded = None if service is None else read_requests(dict(service.annotations)).get(tag)
-        runs = client.list_active_runs(DEPLOY_DAG)
-        decision = safe_point_decision(me, runs, _same_preview_tis(client, me, runs), recorded)
+        requested_ms = preview_state.ms(me.run_after.timestamp())
+        decision = safe_point_decision(
+            me,
+            runs,
+            _same_preview_tis(client, me, runs),
+            _recorded(preview_state.PreviewState.read(service), pr),
+        )
         self.log.info("Safe point: %s (%s)", decision.action, decision.reason)
         if decision.action == "superseded":
             client.set_note(
@@ -230,75 +200,73 @@ class StillNewestSensor(BaseOperator):
         if decision.action == "wait":
             return self._wait(client, me, f"a running deploy of PR {me.pr} ({decision.other_run_id})")
 
-        slot = str(self.slot) if self.slot not in (None, "", "None") else None
-        routes = [] if slot is None else self._routes(spec.proxy_conn_id)
-        writing: dict[str, RunInfo] = {}
-        if slot is not None:  # runs of other PRs of this service inside their writes: their claims stand
-            others = [r for r in runs if r.service == me.service and r.pr != me.pr]
-            for run in others:
-                if in_critical_section(client.task_instances(run.dag_id, run.run_id)):
-                    writing[run.run_id] = run
-        if service is None and slot is not None:
+        hint = str(self.slot) if self.slot not in (None, "", "None") else None
+        if service is None and hint is not None:
             # No service yet, so no annotation to claim a slot on: the first deploy creates the service.
             # First deploys of one service go one at a time, oldest first (no deadlock: the newer waits).
-            first = [r for r in writing.values() if r.order_key < me.order_key]
+            others = [
+                r for r in runs if r.service == me.service and r.pr != me.pr and r.order_key < me.order_key
+            ]
+            first = [r for r in others if in_critical_section(client.task_instances(r.dag_id, r.run_id))]
             if first:
                 return self._wait(client, me, f"the first deploy of {spec.name} ({first[0].run_id})")
+            return PokeReturnValue(is_done=True, xcom_value={"slot": me.slot or hint, "evict": None})
+        routes = [] if hint is None else self._routes(spec.proxy_conn_id)
+        liveness_of = functools.partial(
+            preview_state.Liveness, active_runs=frozenset(r.run_id for r in runs), listed_ms=listed_ms
+        )
         outcome: dict[str, Any] = {}
+        expires = expires_at(time.time(), catalogue.defaults.ttl_hours)
 
-        def claim(current: Any) -> tuple[Any, list[str]] | None:
+        def claim(state: preview_state.PreviewState, current: Any) -> preview_state.Planned | None:
             outcome.clear()
-            if current is None:
-                return None  # the first deploy creates the service; nothing else can hold a slot on it
-            requests = read_requests(dict(current.annotations))
-            newest = requests.get(tag)
-            if newest is not None and newest.run_id != me.run_id and newest.requested_at > me_requested_at:
-                outcome["newer"] = newest
+            newer = state.newer_request(pr, requested_ms)
+            if newer is not None:
+                outcome["newer"] = newer
                 return None
-            now = time.time()
-            if slot is not None and not self._claim(
-                current=current,
-                requests=requests,
+            if hint is None:
+                return preview_state.Planned(state.request(pr, requested_ms=requested_ms, expires=expires))
+            new, chosen = slots.claim(
+                state,
+                pr=pr,
+                run_id=me.run_id,
+                requested_ms=requested_ms,
+                requested_slot=me.slot,
+                service=spec.name,
+                service_slots=spec.slots,
                 routes=routes,
-                me=me,
-                tag=tag,
-                slot=slot,
-                now=now,
-                writing=set(writing),
-                outcome=outcome,
-            ):
-                return None
-            write_request(
-                current.annotations,
-                tag,
-                TagRequest(me.run_id, me_requested_at, me.git_sha, slot, now if slot else None),
-            )
-            return current, ["annotations"]
+                policy=catalogue.defaults.slot_policy,
+                liveness=liveness_of(now_ms=preview_state.ms(time.time())),
+                expires=expires,
+                hint=hint,
+            )  # raises SlotBusyError under the fail policy
+            outcome["decision"] = chosen
+            return None if new is None else preview_state.Planned(new)
 
-        me_requested_at = me.run_after.timestamp()
         started = time.monotonic()
         try:
-            hook.modify_service(
-                project=target.project, region=target.region, service=target.service, change=claim
+            preview_state.apply(
+                hook, project=target.project, region=target.region, service=target.service, transition=claim
             )
         except SlotBusyError as exc:
             client.set_note(me.dag_id, me.run_id, f"failed, no slot: {exc}")
             raise
         if "newer" in outcome:
-            newer: TagRequest = outcome["newer"]
-            reason = f"{newer.run_id} (sha {newer.git_sha}), a newer deploy of PR {me.pr}, got here first"
-            client.set_note(me.dag_id, me.run_id, superseded_note(newer.run_id, reason))
+            reason = f"a newer deploy of PR {me.pr} got here first ({_recorded_words(outcome['newer'])})"
+            client.set_note(me.dag_id, me.run_id, superseded_note(outcome["newer"].run_id or "?", reason))
             raise SupersededError(reason)
-        if "wait" in outcome:
-            return self._wait(client, me, f"a slot: {outcome['wait']}")
+        chosen = outcome.get("decision")
+        if chosen is not None and chosen.slot is None:
+            return self._wait(client, me, f"a slot: {chosen.reason}")
         if me.note and me.note.startswith("waiting for "):
             client.set_note(me.dag_id, me.run_id, "")
-        evict = outcome.get("evict")
+        slot = chosen.slot if chosen is not None else None
+        evict = chosen.evict.pr if chosen is not None and chosen.evict else None
         self.log.info(
             "Recorded %s as the newest request for %s%s in %.2fs",
             me.run_id,
             tag,
-            f", claimed slot {slot}" + (f" from PR {evict}" if evict else "") if slot else "",
+            f", claimed slot {slot} ({chosen.reason})" if chosen is not None else "",
             time.monotonic() - started,
         )
         return PokeReturnValue(is_done=True, xcom_value={"slot": slot, "evict": evict})
@@ -308,75 +276,34 @@ class StillNewestSensor(BaseOperator):
 
         return list(ProxyHook(proxy_conn_id=proxy_conn_id).list_slot_routes())
 
-    def _claim(
-        self,
-        *,
-        current: Any,
-        requests: dict[str, TagRequest],
-        routes: list[Any],
-        me: RunInfo,
-        tag: str,
-        slot: str,
-        now: float,
-        writing: set[str],
-        outcome: dict[str, Any],
-    ) -> bool:
-        """Decide the claim on ``current`` and, when granted, write it into its previews record."""
-        from faye_plugin.catalogue import load_catalogue
-        from faye_plugin.hooks.cloud_run import PreviewRecord, read_previews, write_previews
 
-        catalogue = load_catalogue()
-        spec = catalogue.service(str(me.service))
-        records = read_previews(current)
-        holders = claim_holders(
-            pr=int(me.pr or 0),
-            records=records.values(),
-            requests=requests,
-            routes=routes,
-            service=spec.name,
-            now=now,
-            writing_runs=writing,
-        )
-        decision = claim_decision(
-            service=spec.name,
-            pr=int(me.pr or 0),
-            slot=slot,
-            explicit=me.slot is not None,
-            holders=holders,
-            policy=catalogue.defaults.slot_policy,
-            now=now,
-        )  # raises SlotBusyError under the fail policy
-        if decision.slot is None:
-            outcome["wait"] = decision.reason
-            return False
-        outcome["evict"] = decision.evict.pr if decision.evict else None
-        record = records.get(tag) or PreviewRecord(
-            tag=tag,
-            pr=int(me.pr or 0),
-            sha="",
-            slot="",
-            revision="",
-            expires=int(now) + catalogue.defaults.ttl_hours * 3600,
-        )
-        records[tag] = replace(record, slot=slot)
-        write_previews(current, records)
-        return True
+def _recorded(state: Any, pr: int) -> TagRequest | None:
+    """The PR's newest request as the service records it, for the safe point."""
+    record = state.get(pr)
+    if record is None or not record.requested_ms:
+        return None
+    return TagRequest(record.run_id, record.requested_ms / 1000, record.sha or None)
+
+
+def _recorded_words(record: Any) -> str:
+    return f"{record.run_id or 'a finished run'}, requested at {record.requested_ms / 1000:.3f}"
 
 
 def supersede_task(task_id: str = SUPERSEDE_TASK_ID, **kwargs: Any) -> SupersedeOlderRunsOperator:
-    """The deploy DAG's first task."""
+    """The deploy DAG's supersede step: a root, beside the reads; ``still_newest`` waits for it."""
     kwargs.setdefault("retries", 0)
     return SupersedeOlderRunsOperator(task_id=task_id, **kwargs)
 
 
-# The slot the deploy DAG chose in get_cloud_run_config, as prepare_configs hands it on (multiple_outputs).
-DEPLOY_SLOT = "{{ ti.xcom_pull(task_ids='prepare_configs', key='slot') }}"
+# The slot get_cloud_run_config chose (a hint: the claim decides again on a fresh read).
+DEPLOY_SLOT = "{{ ti.xcom_pull(task_ids='get_cloud_run_config')['slot'] }}"
 
 
 def still_newest_task(task_id: str = SAFE_POINT_TASK_ID, **kwargs: Any) -> StillNewestSensor:
-    """The safe-point check and slot claim, placed right before ``release_slot`` (the first write).
+    """The safe-point check and slot claim, placed before ``prepare_configs`` and ``release_slot``.
 
-    ``slot`` defaults to the slot ``prepare_configs`` passes on in faye_deploy.
+    ``slot`` defaults to the slot ``get_cloud_run_config`` chose in faye_deploy (a hint: the claim
+    decides on a fresh read, so later steps take the slot this task returns).
     """
     kwargs.setdefault("slot", DEPLOY_SLOT)
     return StillNewestSensor(task_id=task_id, **kwargs)

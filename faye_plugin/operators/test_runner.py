@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -11,7 +12,7 @@ from airflow.providers.docker.exceptions import DockerContainerFailedException
 from airflow.providers.docker.operators.docker import DockerOperator
 
 from faye_plugin.catalogue import DockerHost, ServiceSpec, load_catalogue
-from faye_plugin.exceptions import TestServerUnavailableError
+from faye_plugin.exceptions import TestServerUnavailableError, TestsFailedError
 from faye_plugin.hooks.git import GitSourceHook
 from faye_plugin.hooks.test_servers import (
     DEFAULT_LEASE_IMAGE,
@@ -21,14 +22,12 @@ from faye_plugin.hooks.test_servers import (
     TestServerHook,
     acquire_any,
 )
+from faye_plugin.timestamps import seconds_text, utc_iso
 from faye_plugin.triggers.test_servers import TestServerFreeTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from docker import APIClient
-
-#: Seconds a lease outlives the test's own timeout before anyone may take it over.
-LEASE_GRACE_SECONDS = 120
 
 
 def resolve_test_image(spec: ServiceSpec, git_sha: str) -> str:
@@ -48,6 +47,29 @@ def extra_hosts_for(url: str) -> dict[str, str]:
 
 
 NOT_EXITED = frozenset({"created", "configured", "initialized", "running", "paused"})
+SHORT_SHA = 7
+
+
+def result_line(
+    *,
+    passed: bool,
+    exit_code: int | None,
+    server: str,
+    seconds: float,
+    service: str,
+    pr: str | int,
+    git_sha: str,
+    timed_out_after: str | None = None,
+) -> str:
+    """The one line that says how a test run ended, e.g. ``tests passed: exit code 0 on test server
+    test-1 in 3.2 s (hello PR 7 at 74b5f9f)``; a timeout says ``tests timed out after 2 min``."""
+    code = "no exit code" if exit_code is None else f"exit code {exit_code}"
+    if timed_out_after:
+        word = f"tests timed out after {timed_out_after} (stopped)"
+    else:
+        word = "tests passed" if passed else "tests failed"
+    what = f"{service} PR {pr} at {git_sha[:SHORT_SHA]}"
+    return f"{word}: {code} on test server {server} in {seconds_text(seconds)} ({what})"
 
 
 class ExitPollingClient:
@@ -59,9 +81,15 @@ class ExitPollingClient:
     Everything else is the docker SDK's ``APIClient``.
     """
 
-    def __init__(self, client: APIClient, poll_interval: float = 0.2) -> None:
+    def __init__(
+        self,
+        client: APIClient,
+        poll_interval: float = 0.2,
+        on_exit: Callable[[int], None] | None = None,
+    ) -> None:
         self._client = client
         self._poll_interval = poll_interval
+        self._on_exit = on_exit
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -70,7 +98,10 @@ class ExitPollingClient:
         while True:
             state = self._client.inspect_container(container)["State"]
             if not state.get("Running") and str(state.get("Status", "")).lower() not in NOT_EXITED:
-                return {"StatusCode": int(state.get("ExitCode", -1)), "Error": state.get("Error") or None}
+                code = int(state.get("ExitCode", -1))
+                if self._on_exit is not None:
+                    self._on_exit(code)
+                return {"StatusCode": code, "Error": state.get("Error") or None}
             time.sleep(self._poll_interval)
 
 
@@ -79,15 +110,22 @@ class TestRunnerOperator(DockerOperator):
 
     Runs in the pool ``faye_test_servers`` (one slot per server), which bounds how many tests run at
     once; the lease (see ``faye_plugin.hooks.test_servers``) picks *which* server. If no server is free
-    although the pool let the task in (a killed holder's lease has not expired yet), the task defers to
+    although the pool let the task in (a killed holder's task not yet failed), the task defers to
     ``TestServerFreeTrigger`` and tries again when a server frees up. The lease is released in
-    ``finally`` and in ``on_kill``; the container's output streams into the task log and its exit code
-    decides the task's state. The test is stopped after the catalogue's ``test.timeout_minutes``.
+    ``finally`` and in ``on_kill``. The container's output (stdout and stderr) streams into the task
+    log line by line as it is printed; then one result line says how it ended (``tests passed: exit
+    code 0 on test server test-1 in 3.2 s (hello PR 7 at 74b5f9f)``). A failing test (non-zero exit)
+    raises ``TestsFailedError`` with that line as its message: an expected failure, logged as that one
+    line without a traceback (``faye_plugin.task_errors``) and named in the run note. The test is
+    stopped after the catalogue's ``test.timeout_minutes`` (``tests timed out after ...``).
 
     The container gets ``PREVIEW_URL``, ``GIT_SHA``, ``PR`` and ``SERVICE`` in its environment and runs
     on the host network, with the preview's ``*.localhost`` name mapped to 127.0.0.1.
 
-    An XCom ``lease`` records ``{"server", "holder", "acquired", "released", ...}``.
+    An XCom ``lease`` records ``{"server", "holder", "acquired", "expires", "released",
+    "container_id"}``, times as UTC ISO to the millisecond (``2026-12-02T01:02:03.123Z``). The task's
+    return value is the result: ``{"passed", "exit_code", "server", "started", "ended", "seconds",
+    "last_line"}``.
 
     :param service: the service. (templated)
     :param git_sha: the commit under test. (templated)
@@ -136,14 +174,18 @@ class TestRunnerOperator(DockerOperator):
         self._full_sha: str | None = None
         self._client: APIClient | None = None
         self._lease_hook: TestServerHook | None = None
+        self._exit_code: int | None = None
 
     @property
     def cli(self) -> Any:
         """The leased server's client (already connected by the lease: no second ping/version round
         trip while the server is held), or the provider's hook when a registry login is asked for."""
-        if self._client is not None and not self.docker_conn_id:
-            return ExitPollingClient(self._client)
-        return ExitPollingClient(self.hook.api_client)
+        leased = self._client is not None and not self.docker_conn_id
+        client = self._client if leased else self.hook.api_client
+        return ExitPollingClient(client, on_exit=self._record_exit)
+
+    def _record_exit(self, code: int) -> None:
+        self._exit_code = code
 
     def execute(self, context: Context) -> Any:
         catalogue = load_catalogue()
@@ -161,10 +203,12 @@ class TestRunnerOperator(DockerOperator):
         holder = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.try_number}"
         timeout = spec.test.timeout_minutes * 60
         busy: list[DockerHost] = []
+        # The lease lives while this task instance does (its state, read by whoever wants the server);
+        # ``expires`` only records the test's own timeout.
         taken = acquire_any(
             catalogue.test_servers,
             holder,
-            timeout + LEASE_GRACE_SECONDS,
+            timeout,
             self.lease_image,
             self.timeout,
             busy=busy,
@@ -172,9 +216,7 @@ class TestRunnerOperator(DockerOperator):
         if taken is None:
             # Only the servers other tests hold are waited for: one that failed to lease would look
             # free to the trigger at once, and the wait would spin.
-            self.log.info(
-                "no free test server: waiting (deferred) for %s", ", ".join(s.name for s in busy)
-            )
+            self.log.info("no free test server: waiting (deferred) for %s", ", ".join(s.name for s in busy))
             self.defer(
                 trigger=TestServerFreeTrigger.for_hosts(
                     tuple(busy), self.lease_image, self.lease_poll_interval
@@ -185,24 +227,62 @@ class TestRunnerOperator(DockerOperator):
         self._lease_hook, self._lease = taken
         self._server, self._client = self._lease_hook.server, self._lease_hook.client
         lease = self._lease
-        self.log.info("leased test server %s (until %.0f)", self._server.name, lease.expires)
+        self.log.info(
+            "leased test server %s at %s (held while this task runs; the tests may run until %s)",
+            self._server.name,
+            utc_iso(lease.acquired),
+            utc_iso(lease.expires),
+        )
         watchdog = threading.Timer(timeout, self._stop_on_timeout)
         watchdog.daemon = True
+        started = time.time()
         try:  # from here on, whatever happens, the lease is released
             ti.xcom_push(key="lease", value=lease.to_dict())
             self._configure(spec, self._server, holder)
+            self.log.info(
+                "running the tests of %s: %s in %s on test server %s against %s",
+                spec.name,
+                " ".join(self.command or []),
+                self.image,
+                self._server.name,
+                self.preview_url,
+            )
             watchdog.start()
-            return super().execute(context)
-        except DockerContainerFailedException:
-            if self._timed_out:
-                raise TimeoutError(
-                    f"the tests of {spec.name} ran longer than {spec.test.timeout_minutes} min: stopped"
-                ) from None
-            raise
+            started = time.time()
+            try:
+                last_line = super().execute(context)
+            except DockerContainerFailedException:
+                line = self._result_line(spec, passed=False, started=started, ended=time.time())
+                raise TestsFailedError(line) from None
+            ended = time.time()
+            self.log.info("%s", self._result_line(spec, passed=True, started=started, ended=ended))
+            return {
+                "passed": True,
+                "exit_code": self._exit_code,
+                "server": self._server.name,
+                "started": utc_iso(started, millis=True),
+                "ended": utc_iso(ended, millis=True),
+                "seconds": round(ended - started, 3),
+                "last_line": last_line if isinstance(last_line, str) else None,
+            }
         finally:
             watchdog.cancel()
             released = self._release() or self._released_at
-            ti.xcom_push(key="lease", value={**lease.to_dict(), "released": released})
+            record = {**lease.to_dict(), "released": utc_iso(released, millis=True) if released else None}
+            ti.xcom_push(key="lease", value=record)
+
+    def _result_line(self, spec: ServiceSpec, *, passed: bool, started: float, ended: float) -> str:
+        assert spec.test is not None
+        return result_line(
+            passed=passed,
+            exit_code=self._exit_code,
+            server=self._server.name if self._server else "?",
+            seconds=ended - started,
+            service=spec.name,
+            pr=self.pr,
+            git_sha=self.git_sha,
+            timed_out_after=f"{spec.test.timeout_minutes} min" if self._timed_out else None,
+        )
 
     def execute_after_wait(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after ``TestServerFreeTrigger`` fired: try to lease again (and defer again if beaten)."""
@@ -243,11 +323,17 @@ class TestRunnerOperator(DockerOperator):
             return None
         self._lease = None
         hook = self._lease_hook or TestServerHook(server, lease_image=self.lease_image)
+        releasing_at = time.time()  # before the remove: the server is held until it answers
         if hook.release(lease):
-            self.log.info("released test server %s", server.name)
-            self._released_at = time.time()
+            self._released_at = releasing_at
+            self.log.info(
+                "released test server %s at %s (held %s)",
+                server.name,
+                utc_iso(self._released_at),
+                seconds_text(self._released_at - lease.acquired),
+            )
             return self._released_at
-        self.log.warning("the lease on %s was no longer ours (expired and taken over?)", server.name)
+        self.log.warning("the lease on %s was no longer ours (taken over as stale?)", server.name)
         return None
 
     def on_kill(self) -> None:

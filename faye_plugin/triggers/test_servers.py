@@ -1,4 +1,4 @@
-"""Wait, in the triggerer, until a test server's lease is free (absent or expired)."""
+"""Wait, in the triggerer, until a test server's lease is free (absent, or its holder gone)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from faye_plugin.catalogue import DockerHost
+from faye_plugin.hooks.lease_holders import LeaseHolderHook
 from faye_plugin.hooks.test_servers import DEFAULT_LEASE_IMAGE, free_servers
 from faye_plugin.triggers import settle_deadline, wait_until
 
 
 class TestServerFreeTrigger(BaseTrigger):
-    """Fire ``{"status": "free", "servers": [...]}`` once any of ``servers`` has no live lease.
+    """Fire ``{"status": "free", "servers": [...]}`` once any of ``servers`` has no live lease (none,
+    or one whose holder's task instance no longer runs: a SIGKILLed test frees its server so).
 
     The trigger only watches; the resumed task takes the lease itself (a trigger may run twice, so it
     must have no side effects). Served-in-order is the pool's job: a deferred test task keeps its
@@ -70,8 +72,9 @@ class TestServerFreeTrigger(BaseTrigger):
         hosts = [DockerHost(**s) for s in self.servers]
         started = time.monotonic()
         await wait_until(self.not_before)
+        holders = LeaseHolderHook()  # one REST login for the whole wait
         while True:
-            free = await asyncio.to_thread(free_servers, hosts, self.lease_image)
+            free = await asyncio.to_thread(free_servers, hosts, self.lease_image, holders)
             if free:
                 self.log.info("free test server(s): %s", ", ".join(free))
                 yield TriggerEvent(

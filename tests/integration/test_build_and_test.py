@@ -8,7 +8,9 @@ on the slot ``zt`` (``http://zt.preview.localhost:<proxy port>``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,10 +28,15 @@ import requests
 import yaml
 from faye_testing import AirflowAPI, stack_env
 
+from faye_plugin.timestamps import epoch_of
+
 pytestmark = pytest.mark.integration
 
 SLOT = "zt"
 MARKER = "faye-preview-ok"
+#: A UTC ISO time as faye shows one (2026-12-02T01:02:03Z); an epoch (10 digits) is what it replaced.
+ISO_UTC = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z"
+EPOCH = re.compile(r"\b1\d{9}(\.\d+)?\b")
 
 
 class _Preview(BaseHTTPRequestHandler):
@@ -66,9 +73,13 @@ def test_services(stack: dict[str, Any], stack_process_env: dict[str, str]) -> I
     data = yaml.safe_load(original)
     check = f'wget -qO- "$PREVIEW_URL" | grep -q {MARKER}'
     data["services"]["sleeper"] = _service(
-        stack, f'{check} && echo "tested $SERVICE pr $PR at $GIT_SHA"; sleep 3; echo finished'
+        stack,
+        f'{check} && echo "tested $SERVICE pr $PR at $GIT_SHA"; echo "sleeper on stderr" >&2; sleep 3; '
+        "echo finished",
     )
-    data["services"]["failing"] = _service(stack, f"{check} && echo failing on purpose; exit 3")
+    data["services"]["failing"] = _service(
+        stack, f'{check} && echo failing on purpose; echo "failing on stderr" >&2; exit 3'
+    )
     data["services"]["long"] = _service(stack, "echo long test started; sleep 120; echo never")
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Preview)
@@ -228,7 +239,30 @@ def test_a_failing_test_command_fails_the_group(airflow_api: AirflowAPI) -> None
     assert tis["test.wait_for_preview"]["state"] == "success"
     assert tis["test.run_tests"]["state"] == "failed"
     text = _log_text(airflow_api, "faye_test", run_id, "test.run_tests")
-    assert "failing on purpose" in text and "leased test server" in text and "released test server" in text
+    # the test's own output, both streams, then one result line naming the exit code, server and time
+    result = re.search(
+        r"tests failed: exit code 3 on test server (test-\d) in \d+\.\d s \(failing PR 7 at aaaaaaa\)"
+        r" - the tests' own output is in the lines above",
+        text,
+    )
+    assert result, text[-3000:]
+    lines = text.splitlines()  # whole lines: the logged command names the same words
+    result_at = next(i for i, ln in enumerate(lines) if ln.startswith("tests failed: "))
+    assert lines.index("failing on purpose") < lines.index("failing on stderr") < result_at
+    assert "Traceback" not in text and "DockerContainerFailedException" not in text, text[-3000:]
+    _assert_lease_lines_read_utc(text, result.group(1))
+    # the run note names the step and the same line
+    note = airflow_api.get(f"dags/faye_test/dagRuns/{run_id}")["note"]
+    assert note.startswith("failed at test.run_tests: tests failed: exit code 3 on test server"), note
+
+
+def _assert_lease_lines_read_utc(text: str, server: str) -> None:
+    """The lease's log lines say UTC ISO times, never epoch seconds."""
+    leased = re.search(rf"leased test server {server} at {ISO_UTC} \(.*until {ISO_UTC}\)", text)
+    released = re.search(rf"released test server {server} at {ISO_UTC} \(held \d+\.\d s\)", text)
+    assert leased and released, text[-3000:]
+    lease_lines = [ln for ln in text.splitlines() if "test server" in ln or "lease" in ln]
+    assert not [ln for ln in lease_lines if EPOCH.search(ln)], lease_lines
 
 
 def _max_overlap(intervals: list[tuple[float, float]]) -> int:
@@ -267,14 +301,35 @@ def test_four_test_runs_on_two_servers_never_share_a_server(
         intervals.append((_ts(ti["start_date"]), _ts(ti["end_date"])))
         lease = _xcom(airflow_api, "faye_test", run_id, "test.run_tests", "lease")
         assert lease["holder"].startswith(f"faye_test/{run_id}/test.run_tests/")
-        assert lease["released"] is not None and lease["acquired"] < lease["released"]
-        leases.append(lease)
+        for key in ("acquired", "expires", "released"):  # what a person reads: UTC, not epochs
+            assert re.fullmatch(ISO_UTC, str(lease[key])), lease
+        acquired, released = epoch_of(lease["acquired"]), epoch_of(lease["released"])
+        assert acquired < released
+        leases.append({**lease, "acquired": acquired, "released": released})
         text = _log_text(airflow_api, "faye_test", run_id, "test.run_tests")
-        assert f"tested sleeper pr {10 + runs.index(run_id)} at {'b' * 40}" in text
+        pr = 10 + runs.index(run_id)
+        passed = re.search(
+            rf"tests passed: exit code 0 on test server {lease['server']} in \d+\.\d s "
+            rf"\(sleeper PR {pr} at bbbbbbb\)",
+            text,
+        )
+        assert passed, text[-3000:]
+        lines = text.splitlines()  # whole lines: the logged command names the same words
+        output = lines.index(f"tested sleeper pr {pr} at {'b' * 40}")
+        result_at = next(i for i, ln in enumerate(lines) if ln.startswith("tests passed: "))
+        assert output < lines.index("sleeper on stderr") < lines.index("finished") < result_at
+        _assert_lease_lines_read_utc(text, lease["server"])
+        result = _xcom(airflow_api, "faye_test", run_id, "test.run_tests", "return_value")
+        assert result["passed"] is True and result["exit_code"] == 0 and result["server"] == lease["server"]
+        assert result["last_line"] == "finished" and re.fullmatch(ISO_UTC, result["started"])
+        assert 3 <= result["seconds"] < 120
     assert _max_overlap(intervals) <= len(stack["test_docker_urls"]) == 2
     servers = {lease["server"] for lease in leases}
     assert servers <= {"test-1", "test-2"}
     for server in servers:
+        # The server's atomic container name is what excludes. The stamps lie inside each holder's
+        # real holding: `acquired` when the create answered, `released` before the remove was sent.
+        # So any overlap of the stamps is a real double lease.
         held = [(x["acquired"], x["released"]) for x in leases if x["server"] == server]
         assert _max_overlap(held) == 1, f"{server} was leased twice at once: {held}"
 
@@ -320,6 +375,78 @@ def test_a_test_killed_mid_run_frees_its_server(stack: dict[str, Any], airflow_a
             hook.remove_test_containers(lease.holder)
 
 
+def _ti(api: AirflowAPI, run_id: str) -> dict[str, Any]:
+    return dict(api.get(f"dags/faye_test/dagRuns/{run_id}/taskInstances/test.run_tests"))
+
+
+@pytest.mark.usefixtures("test_services", "synced_pool")
+def test_a_test_killed_with_sigkill_frees_its_server_and_a_live_holder_keeps_its_lease(
+    stack: dict[str, Any], airflow_api: AirflowAPI
+) -> None:
+    """No on_kill, no finally: the lease frees itself because its holder's task instance failed.
+    Before the kill, a lease long past its ``expires`` but held by the running task is not taken."""
+    import signal
+
+    from faye_plugin.catalogue import load_catalogue
+    from faye_plugin.hooks.test_servers import TestServerHook, free_servers
+
+    servers = load_catalogue(Path(stack["catalogue"])).test_servers
+    run_id = _trigger(
+        airflow_api, "faye_test", {"service": "long", "pr": 10, "git_sha": "c" * 40, "slot": SLOT}, "sigkill"
+    )
+    held_on, lease = None, None
+    deadline = time.monotonic() + 120
+    while held_on is None:
+        assert time.monotonic() < deadline, "the long test never took a lease"
+        for server in servers:
+            found = TestServerHook(server).current_lease()
+            if found and f"/{run_id}/" in found.holder:
+                held_on, lease = server, found
+        time.sleep(0.5)
+    assert lease is not None and "long test started" in _wait_log(airflow_api, run_id, "long test started")
+    other = next(s for s in servers if s.name != held_on.name)
+    hook, other_hook = TestServerHook(held_on), TestServerHook(other)
+    try:
+        # the guarded case: a lease whose expiry passed long ago, held by the task that still runs
+        stale_looking = other_hook.try_acquire(lease.holder, 0.01)
+        assert stale_looking is not None
+        time.sleep(0.1)
+        assert stale_looking.expired() and _ti(airflow_api, run_id)["state"] == "running"
+        assert other_hook.try_acquire("intruder", 30) is None
+        assert hook.try_acquire("intruder", 30) is None
+        assert free_servers([held_on, other]) == []
+        # SIGKILL the task process itself (the TI's pid; its command line says it is the task)
+        pid = _ti(airflow_api, run_id)["pid"]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        assert "airflow" in cmdline, cmdline
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        taken = None
+        while taken is None:
+            assert time.monotonic() - killed < 30, f"{held_on.name} still held 30 s after the SIGKILL"
+            taken = hook.try_acquire("pytest/after-sigkill", 30)
+            if taken is None:
+                time.sleep(0.5)
+        freed_after = time.monotonic() - killed
+        print(f"server freed {freed_after:.1f} s after the SIGKILL ({_ti(airflow_api, run_id)['state']})")
+        assert _ti(airflow_api, run_id)["state"] in ("failed", "up_for_retry")
+        left = hook.client.containers(all=True, filters={"label": "faye.test.holder"})
+        assert not [c for c in left if f"/{run_id}/" in c["Labels"].get("faye.test.holder", "")]
+        # the hand-made lease of the dead holder is stale now too
+        assert other.name in free_servers([held_on, other])
+        assert hook.release(taken)
+    finally:  # never leave a lease behind for the next test, whatever failed above
+        for h in (hook, other_hook):
+            left_lease = h.current_lease()
+            if left_lease is not None and left_lease.holder in (
+                lease.holder,
+                "pytest/after-sigkill",
+                "intruder",
+            ):
+                h.release(left_lease)
+                h.remove_test_containers(left_lease.holder)
+
+
 def _wait_log(api: AirflowAPI, run_id: str, needle: str, timeout: float = 60) -> str:
     deadline = time.monotonic() + timeout
     while True:
@@ -350,7 +477,7 @@ def test_leases_are_exclusive_under_a_race_and_an_expired_one_is_taken_over(
     current = hook.current_lease()
     assert current is not None and current.holder == winners[0].holder
     # a holder that is not the owner cannot release it; the owner can
-    stranger = type(winners[0])(**{**winners[0].to_dict(), "container_id": "0" * 64})
+    stranger = dataclasses.replace(winners[0], container_id="0" * 64)
     assert not hook.release(stranger) and hook.current_lease() is not None
     assert hook.release(winners[0]) and hook.current_lease() is None
     # a lease that outlives its holder expires and is taken over, by one taker only
@@ -366,7 +493,6 @@ def test_leases_are_exclusive_under_a_race_and_an_expired_one_is_taken_over(
 def test_a_server_that_refuses_leases_is_skipped_and_never_waited_for(stack: dict[str, Any]) -> None:
     """A server down or misconfigured (here: a lease image it lacks) is not worth waiting for: with a
     busy server beside it only the busy one is waited for; alone, the test fails naming the cause."""
-    import dataclasses
 
     from faye_plugin.catalogue import load_catalogue
     from faye_plugin.exceptions import TestServerUnavailableError
@@ -388,29 +514,6 @@ def test_a_server_that_refuses_leases_is_skipped_and_never_waited_for(stack: dic
         assert [s.name for s in busy] == [good.name]
     finally:
         assert hook.release(held)
-
-
-def test_build_and_test_dags_reject_a_bad_conf_in_their_first_task(airflow_api: AirflowAPI) -> None:
-    unknown_service = _trigger(
-        airflow_api, "faye_build", {"service": "nosuch", "pr": 1, "git_sha": "a" * 40}, "bad-service"
-    )
-    unknown_key = _trigger(
-        airflow_api,
-        "faye_test",
-        {"service": "hello", "pr": 1, "git_sha": "a" * 40, "colour": "red"},
-        "bad-key",
-    )
-    for dag_id, run_id, words in (
-        ("faye_build", unknown_service, ("CatalogueError", "nosuch")),
-        ("faye_test", unknown_key, ("InvalidRequestError", "colour")),
-    ):
-        assert airflow_api.wait_run(dag_id, run_id, timeout=120)["state"] == "failed"
-        tis = airflow_api.task_instances(dag_id, run_id)
-        assert tis["validate"]["state"] == "failed"
-        assert all(t["state"] == "upstream_failed" for k, t in tis.items() if k != "validate")
-        data = airflow_api.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/validate/logs/1")
-        errors = [d for e in data["content"] if isinstance(e, dict) for d in e.get("error_detail") or []]
-        assert any(words[0] == d["exc_type"] and words[1] in d["exc_value"] for d in errors), errors
 
 
 @pytest.mark.usefixtures("test_services", "synced_pool")
@@ -442,7 +545,8 @@ def test_a_test_without_a_free_server_waits_deferred_and_resumes_when_one_frees(
         assert freed is not None and TestServerHook(servers[-1]).release(freed)
         assert airflow_api.wait_run("faye_test", run_id, timeout=120)["state"] == "success"
         lease = _xcom(airflow_api, "faye_test", run_id, "test.run_tests", "lease")
-        assert lease["server"] == servers[-1].name and lease["acquired"] > 0 and lease["released"]
+        assert lease["server"] == servers[-1].name
+        assert epoch_of(lease["acquired"]) < epoch_of(lease["released"])
         assert TestServerHook(servers[-1]).current_lease() is None
     finally:
         for server, lease in zip(servers, squatters, strict=True):

@@ -60,3 +60,15 @@ def test_load_from_file_and_missing_file(tmp_path: Path) -> None:
         load_catalogue(path)
     path.write_text(yaml.safe_dump(DOC))
     assert load_catalogue(path).service("hello").slots == ("a", "b")
+
+
+def test_max_lifetime_is_per_service_with_a_catalogue_default() -> None:
+    from faye_plugin.naming import DEFAULT_MAX_LIFETIME_HOURS
+
+    assert parse_catalogue(DOC).service("hello").max_lifetime_hours == DEFAULT_MAX_LIFETIME_HOURS
+    doc = {**DOC, "defaults": {"max_lifetime_hours": 48}}
+    assert parse_catalogue(doc).service("hello").max_lifetime_hours == 48
+    own = {**doc, "services": {"hello": {**DOC["services"]["hello"], "max_lifetime_hours": 6}}}
+    assert parse_catalogue(own).service("hello").max_lifetime_hours == 6
+    with pytest.raises(CatalogueError, match="max_lifetime_hours: expected at least 1 hour"):
+        parse_catalogue({**DOC, "defaults": {"max_lifetime_hours": 0}})

@@ -25,12 +25,10 @@ def test_deploy_steps_in_the_sketch_order(bag) -> None:
     order = [t.task_id for t in dag.topological_sort()]
     sketch = [
         "get_cloud_run_config",
-        "extend_expiry",
-        "check_cloud_run",
-        "check_image",
         "should_build",
         "build.push_image",
         "join",
+        "still_newest",
         "prepare_configs",
         "release_slot",
         "deploy_revision",
@@ -41,6 +39,41 @@ def test_deploy_steps_in_the_sketch_order(bag) -> None:
     assert positions == sorted(positions), order
     assert dag.schedule is None or str(dag.timetable.summary) in ("None", "")
     assert dag.catchup is False and dag.doc_md and "faye" in dag.tags
+
+
+def test_deploy_reads_run_side_by_side_and_all_feed_should_build(bag) -> None:
+    dag = bag.dags["faye_deploy"]
+    reads = {"extend_expiry", "check_cloud_run", "check_image"}
+    for task_id in reads:
+        assert dag.get_task(task_id).upstream_task_ids == {"get_cloud_run_config"}, task_id
+    assert dag.get_task("should_build").upstream_task_ids == reads | {"get_cloud_run_config"}
+    assert dag.get_task("get_cloud_run_config").upstream_task_ids == set()
+
+
+def test_supersede_runs_beside_the_reads_and_finishes_before_the_safe_point(bag) -> None:
+    dag = bag.dags["faye_deploy"]
+    supersede = dag.get_task("supersede_older_runs")
+    assert supersede.upstream_task_ids == set()
+    assert supersede.downstream_task_ids == {"still_newest"}
+    assert dag.get_task("still_newest").upstream_task_ids == {"join", "supersede_older_runs"}
+    # every write comes after the safe point
+    for write in ("release_slot", "deploy_revision", "update_proxy"):
+        assert "still_newest" in dag.get_task(write).get_flat_relative_ids(upstream=True), write
+
+
+def _hops(dag, task_id: str) -> int:
+    """Dependency hops on the longest path from a root to ``task_id``."""
+    upstream = dag.get_task(task_id).upstream_task_ids
+    return 0 if not upstream else 1 + max(_hops(dag, u) for u in upstream)
+
+
+def test_the_critical_path_is_ten_hops(bag) -> None:
+    dag = bag.dags["faye_deploy"]
+    # get_cloud_run_config > a read > should_build > join > still_newest > prepare_configs
+    #   > release_slot > deploy_revision > update_proxy > test.wait_for_preview > test.run_tests
+    # (13 hops when every step ran one after the other); a build adds its group's two steps.
+    assert _hops(dag, "still_newest") == 4 + 2  # through build.build_image >> build.push_image
+    assert _hops(dag, "test.run_tests") == 10 + 2
 
 
 def test_deploy_join_and_outcome_trigger_rules(bag) -> None:
@@ -63,7 +96,10 @@ def test_cleanup_is_scheduled_one_run_at_a_time(bag) -> None:
     assert dag.max_active_runs == 1
     assert dag.schedule is not None
     assert dag.catchup is False
+    assert dag.get_task("repair_lost").trigger_rule == "none_failed"
     assert dag.get_task("remove_dangling").trigger_rule == "none_failed"
+    assert dag.get_task("repair_lost").upstream_task_ids == {"remove_expired"}
+    assert dag.get_task("remove_dangling").upstream_task_ids == {"repair_lost"}
     assert dag.get_task("remove_unused_revisions").upstream_task_ids == {"remove_dangling"}
 
 
@@ -78,4 +114,17 @@ def test_cleanup_is_scheduled_one_run_at_a_time(bag) -> None:
     ],
 )
 def test_should_build(noop, force, image, expected) -> None:
-    assert steps.should_build({"force_build": force}, {"noop": noop, "reason": ""}, image) == expected
+    cloud_run = {"noop": noop, "reason": "", "revision": "hello-pr-1-abc1234"}
+    expiry = {"extended_revision": "hello-pr-1-abc1234"}
+    assert steps.should_build({"force_build": force}, cloud_run, image, expiry) == expected
+
+
+@pytest.mark.parametrize("extended", [None, "hello-pr-1-0000000"])
+def test_no_noop_when_the_expiry_write_did_not_extend_the_checked_preview(extended) -> None:
+    """check_cloud_run and extend_expiry run side by side: a cleanup between them removed the preview
+    (the expiry write found no record or tag: None) or another deploy replaced it (another revision).
+    Declaring a no-op then would leave the run green with no preview; it deploys again instead."""
+    cloud_run = {"noop": True, "reason": "pr-1 already serves", "revision": "hello-pr-1-abc1234"}
+    expiry = {"extended_revision": extended}
+    assert steps.should_build({"force_build": False}, cloud_run, {"image": "x"}, expiry) == ["join"]
+    assert steps.should_build({"force_build": False}, cloud_run, None, expiry) == ["build"]

@@ -1,26 +1,20 @@
-"""The queue's pure rules: superseding, safe points, slot choice, what a run waits for."""
+"""The queue's pure rules (superseding, safe points) and the rows of ``faye queue``."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
-from faye_plugin.exceptions import SlotBusyError
+from faye_plugin.cli.queue import queue_rows, waiting_for
 from faye_plugin.queue import (
-    Holder,
     RunInfo,
     TagRequest,
     TaskState,
-    choose_slot,
     in_critical_section,
     is_superseded,
     past_safe_point,
     plan_supersede,
-    queue_rows,
     safe_point_decision,
     superseded_note,
-    waiting_for,
 )
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -138,79 +132,6 @@ def test_superseded_note_round_trip() -> None:
 
 # ------------------------------------------------------------------------------------------ slots
 
-SLOTS = ("a", "b")
-NOW = 1_800_000_000.0
-
-
-def choose(pr: int, holders: dict[str, Holder], policy: str = "evict-oldest", slot: str | None = None):
-    return choose_slot(
-        service="hello",
-        pr=pr,
-        requested_slot=slot,
-        service_slots=SLOTS,
-        holders=holders,
-        policy=policy,
-        now=NOW,
-    )
-
-
-def test_a_pr_keeps_the_slot_it_holds() -> None:
-    holders = {"a": Holder(pr=1, deployed_at=NOW - 50), "b": Holder(pr=2, deployed_at=NOW - 100)}
-    decision = choose(2, holders)
-    assert decision.slot == "b" and decision.evict is None
-
-
-def test_a_free_slot_is_taken_before_anything_is_evicted() -> None:
-    decision = choose(3, {"a": Holder(pr=1, deployed_at=NOW - 50)})
-    assert decision.slot == "b" and decision.evict is None
-
-
-def test_evict_oldest_takes_the_least_recently_deployed_unpinned_preview() -> None:
-    holders = {
-        "a": Holder(pr=1, deployed_at=NOW - 500, pinned=True),
-        "b": Holder(pr=2, deployed_at=NOW - 100),
-    }
-    decision = choose(3, holders)
-    assert decision.slot == "b" and decision.evict == holders["b"]
-    holders["a"] = Holder(pr=1, deployed_at=NOW - 500)
-    assert choose(3, holders).slot == "a"
-
-
-def test_a_claim_still_deploying_is_not_evicted_until_abandoned() -> None:
-    holders = {"a": Holder(pr=1, claimed_at=NOW - 5), "b": Holder(pr=2, claimed_at=NOW - 10)}
-    decision = choose(3, holders)
-    assert decision.waits and "deploying" in decision.reason
-    holders["b"] = Holder(pr=2, claimed_at=NOW - 7200)
-    assert choose(3, holders).evict == holders["b"]
-
-
-def test_wait_policy_waits_and_fail_policy_names_slots_and_holders() -> None:
-    holders = {
-        "a": Holder(pr=1, sha="1" * 40, deployed_at=NOW - 5),
-        "b": Holder(pr=2, sha="2" * 40, deployed_at=NOW),
-    }
-    assert choose(3, holders, "wait").waits
-    with pytest.raises(SlotBusyError) as err:
-        choose(3, holders, "fail")
-    message = str(err.value)
-    assert "a: PR 1 (sha 1111111)" in message and "b: PR 2 (sha 2222222)" in message and "PR 3" in message
-
-
-def test_a_requested_slot_is_taken_from_its_holder_unless_pinned() -> None:
-    holders = {"a": Holder(pr=1, deployed_at=NOW - 5)}
-    assert choose(3, holders, "fail", slot="a").evict == holders["a"]
-    assert choose(1, holders, "fail", slot="a").evict is None
-    with pytest.raises(SlotBusyError, match="slot a is held"):
-        choose(3, {"a": Holder(pr=1, deployed_at=NOW, pinned=True)}, "fail", slot="a")
-    with pytest.raises(ValueError, match="unknown slot 'z'"):
-        choose(3, {}, slot="z")
-
-
-def test_holders_of_slots_outside_the_catalogue_are_ignored() -> None:
-    decision = choose(3, {"gone": Holder(pr=9, deployed_at=NOW)})
-    assert decision.slot == "a"
-
-
 # ------------------------------------------------------------------------------------------ queue view
 
 
@@ -227,6 +148,10 @@ def test_waiting_for_names_a_test_server_a_slot_and_a_running_deploy() -> None:
     old_tis = tis(still_newest="success", deploy_revision="running")
     mine = [TaskState("still_newest", "up_for_reschedule")]
     assert waiting_for(me, mine, [old, me], {"old": old_tis}) == "a running deploy of PR 7 (old)"
+    # between two pauses still_newest runs its next look: the run still waits for what its note says
+    noted = run("noted", 2, note="waiting for a slot: slot b is held by PR 3")
+    looking = [TaskState("still_newest", "running")]
+    assert waiting_for(noted, looking, [], {}) == "a slot: slot b is held by PR 3"
     assert waiting_for(run("q", 3, state="queued"), [], [], {}).startswith("its turn")
     assert waiting_for(me, [TaskState("check_image", "running")], [], {}) == ""
 
@@ -244,7 +169,24 @@ def test_queue_rows_order_by_priority_then_trigger_time() -> None:
     assert rows[0].as_dict()["waiting_for"] == ""
 
 
-# ------------------------------------------------------------------------------------------ priority, records
+def test_a_test_waiting_for_a_server_is_the_step_while_preview_url_runs_beside_it() -> None:
+    # seen in CI: preview_url ran beside the Test group and the row said "preview_url (running)",
+    # waiting for "a test server", which named a step that waits for nothing
+    tis = [
+        TaskState("update_proxy", "success"),
+        TaskState("preview_url", "running"),
+        TaskState("test.wait_for_preview", "success"),
+        TaskState("test.run_tests", "queued", pool="faye_test_servers"),
+    ]
+    (row,) = queue_rows([run("me", 0)], {"me": tis})
+    assert row.step == "test.run_tests (queued)" and row.waiting_for == "a test server"
+    # once the test holds a server, the running tasks are the step again
+    tis[-1] = TaskState("test.run_tests", "running", pool="faye_test_servers")
+    (row,) = queue_rows([run("me", 0)], {"me": tis})
+    assert row.step in ("preview_url (running)", "test.run_tests (running)") and row.waiting_for == ""
+
+
+# ------------------------------------------------------------------------------------------ priority
 
 
 def test_priority_orders_weights_and_applying_the_policy_twice_changes_nothing() -> None:
@@ -258,123 +200,41 @@ def test_priority_orders_weights_and_applying_the_policy_twice_changes_nothing()
     assert weight_for("faye_deploy", 3, {"priority": "junk"}) == 3
 
 
-def test_request_records_round_trip_and_keep_other_tags() -> None:
-    from faye_plugin.operators.queue import read_requests, write_request
-
-    annotations: dict[str, str] = {"other": "kept"}
-    write_request(annotations, "pr-1", TagRequest("run-a", 100.0, "a" * 40))
-    write_request(annotations, "pr-2", TagRequest("run-b", 200.0, None))
-    write_request(annotations, "pr-1", TagRequest("run-c", 300.0, "c" * 40))
-    records = read_requests(annotations)
-    assert records["pr-1"] == TagRequest("run-c", 300.0, "c" * 40)
-    assert records["pr-2"].run_id == "run-b" and annotations["other"] == "kept"
-    assert read_requests({"faye.dev/requests": "not json"}) == {}
-
-
-# ------------------------------------------------------------------------------ claims at the safe point
-
-
-def record(
-    tag: str, pr: int, slot: str, *, revision: str = "r", deployed_at: int = 100, pinned: bool = False
-):
-    from faye_plugin.hooks.cloud_run_model import PreviewRecord
-
-    return PreviewRecord(
-        tag, pr, "f" * 40, slot, revision, expires=10**10, pinned=pinned, deployed_at=deployed_at
-    )
-
-
-def test_a_fresh_claim_is_mid_deploy_and_blocks_the_slot() -> None:
-    from faye_plugin.queue import claim_decision, claim_holders
-
-    records = [record("pr-1", 1, "c", revision="", deployed_at=0)]
-    requests = {"pr-1": TagRequest("run-1", NOW - 20, "f" * 40, "c", NOW - 10)}
-    holders = claim_holders(pr=2, records=records, requests=requests, service="hello", now=NOW)
-    assert holders["c"].deployed_at is None and holders["c"].pr == 1
-    for policy in ("evict-oldest", "wait"):
-        decision = claim_decision(
-            service="hello", pr=2, slot="c", explicit=False, holders=holders, policy=policy, now=NOW
-        )
-        assert decision.waits and "PR 1" in decision.reason
-    with pytest.raises(SlotBusyError, match=r"slot c was taken by PR 1 .*c: PR 1"):
-        claim_decision(
-            service="hello", pr=2, slot="c", explicit=False, holders=holders, policy="fail", now=NOW
-        )
-
-
-def test_a_finished_deploy_is_evictable_only_under_evict_oldest_or_an_explicit_slot() -> None:
-    from faye_plugin.queue import claim_decision, claim_holders
-
-    records = [record("pr-1", 1, "c", deployed_at=int(NOW - 5))]
-    requests = {"pr-1": TagRequest("run-1", NOW - 30, "f" * 40, "c", NOW - 20)}
-    holders = claim_holders(pr=2, records=records, requests=requests, service="hello", now=NOW)
-    assert holders["c"].deployed_at == NOW - 5
-
-    def decide(policy: str, explicit: bool = False):
-        return claim_decision(
-            service="hello", pr=2, slot="c", explicit=explicit, holders=holders, policy=policy, now=NOW
-        )
-
-    assert decide("evict-oldest").evict == holders["c"]
-    assert decide("wait").waits
-    assert decide("wait", explicit=True).evict == holders["c"]
-    # own slot and a free slot are claimed without eviction
-    assert (
-        claim_decision(
-            service="hello", pr=1, slot="c", explicit=False, holders=holders, policy="fail", now=NOW
-        ).evict
-        is None
-    )
-    assert (
-        claim_decision(
-            service="hello", pr=2, slot="a", explicit=False, holders=holders, policy="fail", now=NOW
-        ).slot
-        == "a"
-    )
-
-
-def test_routes_without_records_hold_their_slot_and_own_holdings_are_ignored() -> None:
-    from dataclasses import dataclass
-
-    from faye_plugin.queue import claim_holders
-
-    @dataclass
-    class FakeRoute:  # the shape of ProxyHook's SlotRoute
-        slot: str
-        service: str
-        pr: int
-        sha: str
-
-    routes = [
-        FakeRoute("a", "hello", 5, "5" * 40),
-        FakeRoute("b", "world", 6, ""),
-        FakeRoute("c", "hello", 2, ""),
-    ]
-    holders = claim_holders(
-        pr=2, records=[record("pr-2", 2, "c")], requests={}, routes=routes, service="hello", now=NOW
-    )
-    assert set(holders) == {"a"} and holders["a"].pr == 5
-
-
-def test_a_claim_stands_while_its_run_is_writing_and_falls_when_the_run_is_gone() -> None:
-    from faye_plugin.queue import claim_holders
-
-    # deploy_revision already recorded deployed_at, but update_proxy has not run: still writing
-    records = [record("pr-1", 1, "c", deployed_at=int(NOW - 1))]
-    requests = {"pr-1": TagRequest("run-1", NOW - 30, "f" * 40, "c", NOW - 20)}
-    writing = claim_holders(
-        pr=2, records=records, requests=requests, service="hello", now=NOW, writing_runs={"run-1"}
-    )
-    assert writing["c"].deployed_at is None
-    done = claim_holders(
-        pr=2, records=records, requests=requests, service="hello", now=NOW, writing_runs=set()
-    )
-    assert done["c"].deployed_at == NOW - 1
-
-
 def test_loading_the_policy_turns_airflows_mutation_hook_on() -> None:
     import airflow.settings
 
     import faye_plugin.policies  # noqa: F401  (the entry point's import)
 
     assert airflow.settings.task_instance_mutation_hook.is_noop is False
+
+
+# ------------------------------------------------------------------------------ teardown and rollback
+
+
+def test_a_teardown_stops_older_deploys_and_waits_for_one_inside_its_writes() -> None:
+    from faye_plugin.queue import plan_stop_deploys
+
+    me = run("teardown", 5, dag_id="faye_teardown")
+    early = run("early", 0)  # before its safe point: stopped
+    writing = run("writing", 1)  # inside its writes: waited for
+    testing = run("testing", 2)  # its writes are done, it tests a preview about to go: stopped
+    other = run("other", 3, pr=8)  # another PR: left alone
+    states = {
+        "early": tis(still_newest=None),
+        "writing": tis(still_newest="success", release_slot="success", deploy_revision="running"),
+        "testing": tis(still_newest="success", update_proxy="success"),
+        "other": tis(still_newest="success", deploy_revision="running"),
+    }
+    plan = plan_stop_deploys(me, [early, writing, testing, other, me], states)
+    assert [r.run_id for r in plan.cancel] == ["early", "testing"]
+    assert [r.run_id for r in plan.wait_for] == ["writing"]
+    assert plan.superseded_by is None
+
+
+def test_a_deploy_triggered_after_the_teardown_wins() -> None:
+    from faye_plugin.queue import plan_stop_deploys
+
+    me = run("teardown", 5, dag_id="faye_teardown")
+    newer = run("reopened", 6)
+    plan = plan_stop_deploys(me, [me, newer, run("done", 1, state="success")], {})
+    assert plan.superseded_by == newer and plan.cancel == () and plan.wait_for == ()

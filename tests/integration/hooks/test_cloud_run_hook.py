@@ -10,21 +10,18 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 import requests
+from faye_testing import push_serving_image
 from google.api_core import exceptions as gexc
 from google.cloud import run_v2
 
 from faye_plugin.hooks.cloud_run import (
     CONFLICT_ERRORS,
     CloudRunPreviewHook,
-    PreviewRecord,
     preview_tag,
-    read_previews,
     revision_name,
     service_path,
     short_name,
@@ -33,8 +30,8 @@ from faye_plugin.hooks.cloud_run import (
     tags,
     with_preview_revision,
     without_tag,
-    write_previews,
 )
+from faye_plugin.preview_state import Preview, PreviewState
 
 pytestmark = pytest.mark.integration
 PROJECT, REGION = "local", "europe-west1"
@@ -50,19 +47,7 @@ SERVE = (
 @pytest.fixture(scope="module")
 def image(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny serving image in the stack's registry: ``<registry>/faye-test/greeter:<tag>``."""
-    context: Path = tmp_path_factory.mktemp("greeter")
-    (context / "Dockerfile").write_text(
-        f"FROM localhost/faye-base:latest\nCMD {json.dumps(['/bin/sh', '-c', SERVE])}\n"
-    )
-    repository, tag = f"{stack['registry_host']}/faye-test/greeter", "v1"
-    client = docker.DockerClient(base_url=stack["build_docker_url"], timeout=120)
-    try:
-        client.images.build(path=str(context), tag=f"{repository}:{tag}", rm=True)
-        for line in client.images.push(repository, tag=tag, stream=True, decode=True):
-            assert "error" not in line, line
-    finally:
-        client.close()
-    return f"{repository}:{tag}"
+    return push_serving_image(stack, tmp_path_factory.mktemp("greeter"), "greeter", SERVE)
 
 
 @pytest.fixture
@@ -112,17 +97,17 @@ def test_previews_on_a_new_service(
 
     # 1. the first preview creates the service: it serves 100% and carries its tag
     first = preview(run_v2.Service(name=name), service_id, image, 1, SHA1)
-    records = {
-        "pr-1": PreviewRecord("pr-1", 1, SHA1, "a", rev1, int(time.time()) + 3600, False, int(time.time()))
-    }
-    write_previews(first, records)
+    records = PreviewState(
+        {1: Preview(1, int(time.time()) + 3600, SHA1, rev1, "a", deployed_at=int(time.time()))}
+    )
+    records.write(first)
     created = hook.update_service(first, allow_missing=True)
     assert short_name(created.latest_ready_revision) == rev1
     assert [(t.revision, t.percent, t.tag) for t in created.traffic_statuses] == [(rev1, 100, "pr-1")]
     uri1 = tag_uri(created, "pr-1")
     assert uri1 is not None
     assert front_door(stack, uri1) == f"hello-from-pr-1 {rev1}"
-    assert read_previews(created) == records
+    assert PreviewState.read(created) == records
     # the exact revision is recorded on itself: labels pr and sha
     revision = hook.get_revision(f"{name}/revisions/{rev1}")
     assert revision is not None
@@ -130,10 +115,13 @@ def test_previews_on_a_new_service(
 
     # 2. a second preview gets a tag and no traffic; production stays on rev1
     second = preview(created, service_id, image, 2, SHA2, slot="b")
-    records["pr-2"] = PreviewRecord(
-        "pr-2", 2, SHA2, "b", rev2, int(time.time()) + 7200, False, int(time.time())
+    records = PreviewState(
+        {
+            **records.previews,
+            2: Preview(2, int(time.time()) + 7200, SHA2, rev2, "b", deployed_at=int(time.time())),
+        }
     )
-    write_previews(second, records)
+    records.write(second)
     updated = hook.update_service(second)
     statuses = {t.tag: (t.revision, t.percent) for t in updated.traffic_statuses}
     assert statuses == {"pr-1": (rev1, 100), "pr-2": (rev2, 0)}
@@ -150,10 +138,10 @@ def test_previews_on_a_new_service(
     }
 
     # 3. an annotation-only change (pin pr-1) creates no revision
-    records["pr-1"] = PreviewRecord(**{**records["pr-1"].__dict__, "pinned": True})
-    write_previews(updated, records)
+    records = records.pin(1, True)
+    records.write(updated)
     pinned = hook.update_service(updated, update_mask=["annotations"])
-    assert read_previews(pinned)["pr-1"].pinned is True
+    assert PreviewState.read(pinned).get(1).pinned is True  # type: ignore[union-attr]
     assert len(hook.list_revisions(project=PROJECT, region=REGION, service=service_id)) == 2
 
     # 4. a new commit on PR 2 moves its tag; the old preview revision is retired and can be deleted
@@ -172,14 +160,14 @@ def test_previews_on_a_new_service(
         hook.delete_revision(f"{name}/revisions/{rev3}")
 
     # 5. removing tag pr-2 leaves pr-1 and production untouched
-    del records["pr-2"]
+    records = records.remove(2)
     untagged = without_tag(moved, "pr-2")
-    write_previews(untagged, records)
+    records.write(untagged)
     after = hook.update_service(untagged, update_mask=["traffic", "annotations"])
     assert tags(after) == {"pr-1"}
     assert tag_uri(after, "pr-2") is None
     assert [(t.revision, t.percent) for t in after.traffic_statuses] == [(rev1, 100)]
-    assert read_previews(after) == records
+    assert PreviewState.read(after) == records
 
 
 def test_transient_503_is_retried(
@@ -263,6 +251,28 @@ def test_stale_etag_is_refused_and_modify_service_reapplies(
     assert result.annotations["faye.dev/writer"] == "modify"
     assert result.annotations["faye.dev/other"] == "was-here"
 
+    # wait=False (the deploy's PATCH): the same conflict cycle, then the operation's name, not waited for
+    seen: list[str] = []
+
+    def change_again(current: run_v2.Service | None) -> tuple[run_v2.Service, list[str]]:
+        assert current is not None
+        if not seen:
+            other = run_v2.Service.deserialize(run_v2.Service.serialize(current))
+            other.annotations["faye.dev/other"] = "here-again"
+            hook.update_service(other, update_mask=["annotations"])
+        seen.append(current.etag)
+        current.annotations["faye.dev/writer"] = "start"
+        return current, ["annotations"]
+
+    operation = hook.modify_service(
+        project=PROJECT, region=REGION, service=service_id, change=change_again, wait=False
+    )
+    assert operation is not None and "/operations/" in operation and len(seen) == 2
+    nothing = hook.modify_service(
+        project=PROJECT, region=REGION, service=service_id, change=lambda current: None, wait=False
+    )
+    assert nothing is None
+
 
 def test_start_update_and_poll_the_operation(hook: CloudRunPreviewHook, service_id: str, image: str) -> None:
     name = service_path(PROJECT, REGION, service_id)
@@ -278,3 +288,75 @@ def test_start_update_and_poll_the_operation(hook: CloudRunPreviewHook, service_
     assert state == {"name": operation, "done": True, "error": None}
     service = hook.get_service(project=PROJECT, region=REGION, service=service_id)
     assert service is not None and tag_revision(service, "pr-1") == revision_name(service_id, 1, SHA1)
+
+
+def test_expired_previews_of_a_service_go_in_one_write(
+    stack: dict[str, Any],
+    hook: CloudRunPreviewHook,
+    service_id: str,
+    image: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """faye_cleanup's removal: every expired, unpinned preview of the service goes in ONE UpdateService;
+    a live one, a pinned one and one redeployed between the listing and the write are kept."""
+    from faye_plugin.catalogue import CloudRunTarget, ServiceSpec
+    from faye_plugin.hooks.proxy import ProxyHook
+    from faye_plugin.operators.removal import remove_expired_previews
+
+    proxy_conn = {
+        "conn_type": "faye_proxy",
+        "host": stack["proxy_admin_url"],
+        "extra": {"server": "previews"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_FAYE_PROXY", json.dumps(proxy_conn))
+    name = service_path(PROJECT, REGION, service_id)
+    now = int(time.time())
+    rev1 = revision_name(service_id, 1, SHA1)
+    live = Preview(1, now + 3600, SHA1, rev1, "a", deployed_at=now)
+    expired = {pr: Preview(pr, now - 60, SHA1, rev1, "", deployed_at=now - 600) for pr in range(2, 9)}
+    pinned = Preview(9, now - 60, SHA1, rev1, "", deployed_at=now - 600, pinned=True)
+    state = PreviewState({1: live, **expired, 9: pinned})
+    first = preview(run_v2.Service(name=name), service_id, image, 1, SHA1)
+    first.traffic.extend(
+        run_v2.TrafficTarget(
+            type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION,
+            revision=rev1,
+            tag=preview_tag(pr),
+        )
+        for pr in range(2, 10)
+    )
+    state.write(first)
+    created = hook.update_service(first, allow_missing=True)
+    assert tags(created) == {preview_tag(pr) for pr in range(1, 10)}
+
+    spec = ServiceSpec.__new__(ServiceSpec)  # only what the removal reads: the name and the target
+    object.__setattr__(spec, "name", service_id)
+    object.__setattr__(spec, "cloud_run", CloudRunTarget(project=PROJECT, region=REGION, service=service_id))
+    writes: list[list[str] | None] = []
+    update = hook.update_service
+
+    def counted(service: run_v2.Service, **kwargs: Any) -> run_v2.Service:
+        writes.append(kwargs.get("update_mask"))
+        if len(writes) == 1:  # PR 8 is redeployed after the listing, before this write lands
+            extended = PreviewState.read(hook.get_service(project=PROJECT, region=REGION, service=service_id))
+            fresh = hook.get_service(project=PROJECT, region=REGION, service=service_id)
+            assert fresh is not None
+            extended.extend(8, now + 3600).write(fresh)
+            update(fresh, update_mask=["annotations"])
+        return update(service, **kwargs)
+
+    monkeypatch.setattr(hook, "update_service", counted)
+    results = remove_expired_previews(
+        spec, [*range(2, 9), 9], cloud_run=hook, proxy=ProxyHook(), now=time.time()
+    )
+    after = hook.get_service(project=PROJECT, region=REGION, service=service_id)
+    assert after is not None
+    left = PreviewState.read(after)
+    assert sorted(p.pr for p in left) == [1, 8, 9]  # live, redeployed meanwhile, pinned
+    assert tags(after) == {"pr-1", "pr-8", "pr-9"}
+    assert [(t.revision, t.percent) for t in after.traffic_statuses if t.percent] == [(rev1, 100)]
+    removed = sorted(r.pr for r in results if r.record_removed)
+    assert removed == [2, 3, 4, 5, 6, 7]
+    # the first write lost its etag to the redeploy and was redone on the fresh state: one write of
+    # the removal landed (two attempts), whatever the number of previews
+    assert len(writes) == 2, writes

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import requests
+from faye_testing import start_upstream
 from registry_peers import free_port
 
 from faye_plugin.exceptions import InvalidRequestError, ProxyError
@@ -41,19 +41,7 @@ def upstream() -> Iterator[Callable[[str], str]]:
     servers: list[ThreadingHTTPServer] = []
 
     def start(name: str) -> str:
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                return None
-
-            def do_GET(self) -> None:
-                body = f"{name} host={self.headers.get('Host')}".encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        httpd = start_upstream(name)
         servers.append(httpd)
         # a *.localhost name, as the emulator's tag URLs are: the hook must dial 127.0.0.1
         return f"http://pr-1---hello.localhost:{httpd.server_address[1]}"

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 import requests
+from faye_testing import push_image
 from registry_peers import (
     PASSWORD,
     SERVICE,
@@ -48,15 +48,8 @@ def built_image(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[s
     """Build a tiny image on the stack's builder and push it to the stack's registry: (repository, tag)."""
     context: Path = tmp_path_factory.mktemp("image")
     tag = uuid.uuid4().hex
-    (context / "Dockerfile").write_text(f"FROM localhost/faye-base:latest\nLABEL faye.test={tag}\n")
-    repository = f"{stack['registry_host']}/faye-test/hooks"
-    client = docker.DockerClient(base_url=stack["build_docker_url"], timeout=120)
-    try:
-        client.images.build(path=str(context), tag=f"{repository}:{tag}", rm=True)
-        for line in client.images.push(repository, tag=tag, stream=True, decode=True):
-            assert "error" not in line, line
-    finally:
-        client.close()
+    dockerfile = f"FROM localhost/faye-base:latest\nLABEL faye.test={tag}\n"
+    repository = push_image(stack, context, "hooks", tag, dockerfile)
     return repository, tag
 
 

@@ -1,4 +1,4 @@
-"""The pure Cloud Run preview model: limits, traffic rewrites, the previews annotation."""
+"""The pure Cloud Run preview model: limits and traffic rewrites."""
 
 from __future__ import annotations
 
@@ -7,13 +7,10 @@ from google.cloud import run_v2
 
 from faye_plugin.exceptions import CloudRunLimitError
 from faye_plugin.hooks.cloud_run import (
-    PREVIEWS_ANNOTATION,
-    PreviewRecord,
     check_labels,
     check_service_name,
     check_tag_limits,
     preview_tag,
-    read_previews,
     revision_name,
     served_revision,
     service_path,
@@ -23,7 +20,6 @@ from faye_plugin.hooks.cloud_run import (
     with_preview_revision,
     with_tag_on,
     without_tag,
-    write_previews,
 )
 
 LATEST = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
@@ -308,36 +304,3 @@ def test_tag_uri_and_revision_come_from_the_status() -> None:
     assert tag_revision(service, "live") == "hello-00001-abc"
     assert tag_revision(service, "pr-2") is None
     assert tags(service) == {"live", "pr-1"}
-
-
-# --- the previews annotation ---------------------------------------------------------------------
-
-
-def test_previews_annotation_round_trip() -> None:
-    service = serving([])
-    assert read_previews(service) == {}
-    records = {
-        "pr-1": PreviewRecord("pr-1", 1, SHA, "a", "hello-pr-1-0123456", 1_800_000_000, False, 1_790_000_000),
-        "pr-12": PreviewRecord("pr-12", 12, SHA, "", "hello-pr-12-0123456", 1_800_000_500, True, 0),
-    }
-    write_previews(service, records)
-    assert read_previews(service) == records
-    # survives the wire format too
-    again = run_v2.Service.from_json(run_v2.Service.to_json(service))
-    assert read_previews(again) == records
-    write_previews(service, {})
-    assert PREVIEWS_ANNOTATION not in service.annotations
-
-
-def test_previews_annotation_reads_the_documented_minimal_shape() -> None:
-    service = run_v2.Service(
-        name=NAME, annotations={PREVIEWS_ANNOTATION: '{"pr-3": {"expires": 5, "slot": "a", "sha": "ab"}}'}
-    )
-    (record,) = read_previews(service).values()
-    assert (record.tag, record.pr, record.slot, record.expires, record.pinned) == ("pr-3", 3, "a", 5, False)
-
-
-@pytest.mark.parametrize("raw", ["not json", "[1]", '{"pr-1": 3}', '{"pr-1": {"slot": "a"}}'])
-def test_malformed_previews_annotation_is_an_error(raw: str) -> None:
-    with pytest.raises(ValueError, match=PREVIEWS_ANNOTATION):
-        read_previews(run_v2.Service(name=NAME, annotations={PREVIEWS_ANNOTATION: raw}))
