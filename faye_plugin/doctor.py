@@ -1,8 +1,10 @@
 """``faye doctor``: compare the catalogue, Cloud Run, the proxy and the registry; list every disagreement.
 
-faye keeps no state of its own: who holds a slot is the slot claim in the service's
-``faye.dev/previews`` annotation, the Cloud Run tag ``pr-<N>`` and the proxy route of the slot. Those
-three must agree, and the image of every serving preview must be in the registry. :func:`compare` is
+faye keeps no state of its own: who holds a slot is the slot claim in the service's preview state
+(:mod:`faye_plugin.preview_state`), the Cloud Run tag ``pr-<N>`` and the proxy route of the slot. Those
+three must agree, the image of every serving preview must be in the registry, and no test server may
+stay leased by a task instance that has finished. ``faye doctor --fix`` repairs what it can
+(:mod:`faye_plugin.repair`). :func:`compare` is
 pure (tests/unit/test_doctor.py); :func:`collect` reads the peers through the hooks.
 """
 
@@ -14,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faye_plugin.catalogue import Catalogue
-
-TAG_RE = re.compile(r"^pr-(\d+)$")
+from faye_plugin.naming import TAG_RE
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Snapshot:
     routes: list[Route]
     images: dict[tuple[str, str], bool]  # (repository, sha) -> in the registry
     errors: list[str] = field(default_factory=list)
+    leases: list[str] = field(default_factory=list)  # leases of finished holders (repair.stale_leases)
 
 
 def _host(url: str) -> str:
@@ -175,6 +177,7 @@ def compare(snapshot: Snapshot) -> list[str]:
     for (service, slot), routes in sorted(routes_by_slot.items()):
         if len(routes) > 1:
             problems.append(f"proxy: slot {slot} of {service} has {len(routes)} routes")
+    problems.extend(snapshot.leases)
     return problems
 
 
@@ -182,7 +185,8 @@ def compare(snapshot: Snapshot) -> list[str]:
 
 
 def _service_state(name: str, spec: Any, hook: Any) -> ServiceState:
-    from faye_plugin.hooks.cloud_run import read_previews, short_name, tag_revision, tag_uri, tags
+    from faye_plugin.hooks.cloud_run import short_name, tag_revision, tag_uri, tags
+    from faye_plugin.preview_state import PreviewState, StateError
 
     target = spec.cloud_run
     state = ServiceState(name=name, exists=False, slots=tuple(spec.slots), image=spec.image)
@@ -202,12 +206,14 @@ def _service_state(name: str, spec: Any, hook: Any) -> ServiceState:
         if found is not None:
             state.revision_labels[revision] = dict(found.labels)
     try:
-        records = read_previews(service)
-    except ValueError as exc:
+        records = PreviewState.read(service)
+    except StateError as exc:
         state.error = str(exc)
         return state
-    for tag, record in records.items():
-        state.claims[tag] = Claim(tag, record.pr, record.sha, record.slot, short_name(record.revision or ""))
+    for record in records:
+        state.claims[record.tag] = Claim(
+            record.tag, record.pr, record.sha, record.slot, short_name(record.revision or "")
+        )
     return state
 
 
@@ -217,9 +223,10 @@ def collect(
     cloud_run_hook: Callable[[str], Any],
     proxy_hook: Callable[[str], Any],
     registry_hook: Callable[[str], Any],
+    leases: Callable[[], list[str]] | None = None,
 ) -> Snapshot:
     """Read every peer once. The factories build a hook from a connection id (the CLI and tests pass
-    the real hook classes)."""
+    the real hook classes); ``leases`` lists the test-server leases of finished holders."""
     snapshot = Snapshot(services={}, routes=[], images={})
     proxies: dict[str, Any] = {}
     for name, spec in sorted(catalogue.services.items()):
@@ -248,6 +255,11 @@ def collect(
         snapshot.routes.extend(
             Route(r.slot, r.service, int(r.pr), r.sha, r.revision, r.tag, r.upstream_url) for r in routes
         )
+    if leases is not None:
+        try:
+            snapshot.leases = leases()
+        except Exception as exc:
+            snapshot.errors.append(f"test servers: cannot check the leases: {exc}")
     return snapshot
 
 
@@ -256,12 +268,14 @@ def check(catalogue: Catalogue) -> list[str]:
     from faye_plugin.hooks.cloud_run import CloudRunPreviewHook
     from faye_plugin.hooks.proxy import ProxyHook
     from faye_plugin.hooks.registry import RegistryHook
+    from faye_plugin.repair import stale_leases
 
     snapshot = collect(
         catalogue,
         cloud_run_hook=lambda conn_id: CloudRunPreviewHook(gcp_conn_id=conn_id),
         proxy_hook=lambda conn_id: ProxyHook(proxy_conn_id=conn_id),
         registry_hook=lambda conn_id: RegistryHook(registry_conn_id=conn_id),
+        leases=lambda: stale_leases(catalogue.test_servers),
     )
     return compare(snapshot)
 

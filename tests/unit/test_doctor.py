@@ -112,3 +112,11 @@ def test_claims_on_a_missing_service_and_read_errors_are_reported() -> None:
     assert "proxy faye_proxy: cannot list routes: refused" in problems
     assert any("claim pr-1 recorded but Cloud Run has no service hello" in p for p in problems)
     assert any("Cloud Run has no service hello" in p and p.startswith("proxy route a") for p in problems)
+
+
+def test_a_lease_of_a_finished_task_is_reported() -> None:
+    snap = consistent()
+    snap.leases = [
+        "test server test-1: lease held by faye_test/r/test.run_tests/1, a task instance that has finished"
+    ]
+    assert compare(snap) == snap.leases
