@@ -324,7 +324,7 @@ class AirflowApiClient:
         500 on a busy embedded stack) is sent again safely: a 409 then means the first one landed.
         """
         from airflow_client.client import TriggerDAGRunPostBody
-        from airflow_client.client.exceptions import ApiException, ConflictException
+        from airflow_client.client.exceptions import ApiException, ConflictException, ServiceException
 
         logical_date = datetime.now(UTC)
         run_id = run_id or f"manual__{logical_date.isoformat()}"
@@ -355,9 +355,11 @@ class AirflowApiClient:
     def patch_run(self, dag_id: str, run_id: str, body: dict[str, Any], **kwargs: Any) -> RunInfo:
         """PATCH a run (``body``: ``state`` and/or ``note``; ``params={"update_mask": ...}`` to limit
         it). Two first notes written at once collide on the note table's unique key (409): the loser
-        is sent again (the note row exists by then, so it becomes an update)."""
+        is sent again (the note row exists by then, so it becomes an update). A 500 is sent again too:
+        the PATCH is idempotent, and the embedded stack's SQLite answers one when a writer held its
+        lock past the busy timeout."""
         from airflow_client.client import DAGRunPatchBody
-        from airflow_client.client.exceptions import ApiException, ConflictException
+        from airflow_client.client.exceptions import ApiException, ConflictException, ServiceException
 
         mask = (kwargs.get("params") or {}).get("update_mask")
         update_mask = [mask] if isinstance(mask, str) else mask
@@ -369,7 +371,7 @@ class AirflowApiClient:
                 lambda: self._runs.patch_dag_run(
                     dag_id, run_id, patch, update_mask=update_mask, _request_timeout=self.timeout
                 ),
-                resend_on=(ConflictException,),
+                resend_on=(ConflictException, ServiceException),
             )
         except ApiException as err:
             raise AirflowApiError(

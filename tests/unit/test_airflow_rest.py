@@ -42,6 +42,7 @@ class FakeAirflow:
 
     def __init__(self) -> None:
         self.post_statuses: list[int] = []
+        self.patch_statuses: list[int] = []
         self.get_401 = 0
         self.requests: list[tuple[str, str, dict[str, Any] | None, str | None]] = []
         self.tokens = 0
@@ -72,6 +73,19 @@ class FakeAirflow:
                 status = fake.post_statuses.pop(0)
                 if status == 200:
                     self._send(200, run_json(body["dag_run_id"]))
+                else:
+                    self._send(status, {"detail": f"scripted {status}"})
+
+            def do_PATCH(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"null")
+                fake.requests.append(("PATCH", self.path, body, self.headers.get("Authorization")))
+                status = fake.patch_statuses.pop(0)
+                if status == 200:
+                    run = run_json(
+                        self.path.split("?")[0].rsplit("/", 1)[-1], state=body.get("state") or "running"
+                    )
+                    self._send(200, run | {"note": body.get("note")})
                 else:
                     self._send(status, {"detail": f"scripted {status}"})
 
@@ -141,6 +155,20 @@ def test_500_three_times_is_an_error(fake: tuple[FakeAirflow, AirflowApiClient])
     with pytest.raises(AirflowApiError, match="HTTP 500"):
         client.trigger("faye_deploy", {}, run_id="ci-4")
     assert len(posts(state)) == 3
+
+
+def test_a_patch_answered_500_is_sent_again(fake: tuple[FakeAirflow, AirflowApiClient]) -> None:
+    """A PATCH of a run's state and note is idempotent: one answered 500 (SQLite's "database is
+    locked" on a busy embedded stack, which failed a deploy's ``still_newest`` in CI) is sent again."""
+    state, client = fake
+    state.patch_statuses = [500, 200]
+    run = client.set_note("faye_deploy", "r1", "waiting for a slot")
+    assert run.note == "waiting for a slot"
+    patches = [body for method, _, body, _ in state.requests if method == "PATCH"]
+    assert patches == [{"note": "waiting for a slot"}] * 2
+    state.patch_statuses = [500, 500, 500]
+    with pytest.raises(AirflowApiError, match="HTTP 500"):
+        client.set_note("faye_deploy", "r1", "x")
 
 
 def test_a_401_logs_in_again_once(fake: tuple[FakeAirflow, AirflowApiClient]) -> None:
