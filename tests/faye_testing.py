@@ -118,6 +118,18 @@ def faye(*args: str, check: bool = True, timeout: float = 600) -> subprocess.Com
     )
 
 
+def wait_for(predicate: Any, what: str, timeout: float = 300, every: float = 2) -> Any:
+    """Poll ``predicate`` until it returns something true (returned), or fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what} after {timeout:.0f} s")
+        time.sleep(every)
+
+
 class AirflowAPI:
     """A small client of Airflow's REST API v2 (token from ``POST /auth/token``).
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import requests
-from faye_testing import AirflowAPI, faye
+from faye_testing import AirflowAPI, faye, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -52,8 +52,8 @@ def _left(peers: dict[str, Any], pr: int) -> dict[str, Any]:
     routes = [r.slot for r in peers["proxy"].list_slot_routes() if r.service == SERVICE and int(r.pr) == pr]
     return {
         "routes": routes,
-        "tag": f"pr-{pr}" in tags(service),
-        "record": PreviewState.read(service).get(pr),
+        "tag": service is not None and f"pr-{pr}" in tags(service),
+        "record": None if service is None else PreviewState.read(service).get(pr),
     }
 
 
@@ -123,10 +123,28 @@ def test_a_bad_teardown_or_rollback_is_refused_with_400(stack, airflow_api) -> N
 
 
 def test_a_teardown_stops_a_running_deploy_of_the_pr(stack, airflow_api, peers, shas) -> None:
-    deploy = airflow_api.trigger("faye_deploy", {"service": SERVICE, "pr": PR_RACING, "git_sha": shas[0]})
-    time.sleep(2)
-    teardown = airflow_api.trigger("faye_teardown", {"service": SERVICE, "pr": PR_RACING})
-    done = airflow_api.wait_run("faye_teardown", teardown["dag_run_id"], timeout=600)
+    """The guarded case is made to happen: Cloud Run answers the deploy's first read (GetService, in
+    ``get_cloud_run_config``) 30 s late, so the teardown finds the deploy running before its safe point
+    and must stop it (with the image cached, an unheld deploy reaches its writes within seconds, and
+    the teardown would wait for it instead, which is the other, also correct, branch)."""
+    faults = f"{stack['cloud_run_url']}/_emulator/faults"
+    requests.post(
+        faults, json={"method": "GetService", "count": 1, "delay_seconds": 30}, timeout=5
+    ).raise_for_status()
+    try:
+        deploy = airflow_api.trigger("faye_deploy", {"service": SERVICE, "pr": PR_RACING, "git_sha": shas[0]})
+
+        def held() -> bool:
+            states = airflow_api.task_instances("faye_deploy", deploy["dag_run_id"])
+            return states.get("get_cloud_run_config", {}).get("state") == "running"
+
+        wait_for(
+            held, "the deploy's get_cloud_run_config running (held by the slow GetService)", 120, every=1
+        )
+        teardown = airflow_api.trigger("faye_teardown", {"service": SERVICE, "pr": PR_RACING})
+        done = airflow_api.wait_run("faye_teardown", teardown["dag_run_id"], timeout=600)
+    finally:
+        requests.delete(faults, timeout=5)
     assert done["state"] == "success", airflow_api.task_instances("faye_teardown", teardown["dag_run_id"])
     stopped = airflow_api.wait_run("faye_deploy", deploy["dag_run_id"], timeout=300)
     stop = airflow_api.get(

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from faye_testing import AirflowAPI, faye
+from faye_testing import AirflowAPI, faye, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -65,17 +65,6 @@ def routed_slot(api: AirflowAPI, run_id: str) -> str:
         deserialize=True,
     )["value"]
     return str(value["slot"])
-
-
-def wait_for(predicate: Any, what: str, timeout: float = 300, every: float = 2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what} after {timeout:.0f} s")
-        time.sleep(every)
 
 
 def states(api: AirflowAPI, run_id: str) -> dict[str, str | None]:
