@@ -49,7 +49,15 @@ class AirflowApiHook(BaseHook):
 
     @cached_property
     def client(self) -> AirflowApiClient:
-        conn = self.get_connection(self.airflow_api_conn_id)
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        try:
+            conn = self.get_connection(self.airflow_api_conn_id)
+        except AirflowNotFoundException as exc:
+            raise AirflowApiError(
+                f"connection {self.airflow_api_conn_id!r} is not defined (faye stack up creates it; "
+                "elsewhere add it: host = the API's base URL, login/password of a user who may trigger runs)"
+            ) from exc
         host = str(conn.host or "")
         if not host:
             raise AirflowApiError(f"connection {self.airflow_api_conn_id!r} needs a host (the API base URL)")

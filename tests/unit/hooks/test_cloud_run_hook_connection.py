@@ -31,3 +31,17 @@ def test_emulator_connection_gives_an_anonymous_client_on_its_endpoint(
     assert client._transport._host == "http://127.0.0.1:1"
     assert hook.revisions_client._transport._host == "http://127.0.0.1:1"
     assert hook.project_id == "local"
+
+
+def test_a_missing_airflow_api_connection_is_an_api_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``faye doctor --fix`` outside the stack has no ``faye_airflow_api``: repair must see an
+    AirflowApiError (and treat claims as live for their grace), not crash on Airflow's not-found."""
+    from faye_plugin import repair
+    from faye_plugin.exceptions import AirflowApiError
+    from faye_plugin.hooks.airflow_api import AirflowApiHook
+
+    monkeypatch.delenv("AIRFLOW_CONN_FAYE_AIRFLOW_API", raising=False)
+    with pytest.raises(AirflowApiError, match="'faye_nowhere_api' is not defined"):
+        AirflowApiHook("faye_nowhere_api").client  # noqa: B018
+    in_flight = repair.deploys_in_flight()
+    assert in_flight.deploying is None and in_flight.liveness.active_runs is None
