@@ -13,5 +13,8 @@ COPY --chown=airflow:0 pyproject.toml README.md /opt/faye/
 COPY --chown=airflow:0 faye_plugin /opt/faye/faye_plugin
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "/opt/faye[production]"
 
+# the scheduler and Celery workers import faye's heavy libraries once, before forking tasks
+COPY --chown=airflow:0 examples/airflow_local_settings.py /opt/airflow/config/airflow_local_settings.py
+
 # faye's DAG files (docker-compose.yaml mounts ./dags over them, as the official compose does)
 COPY --chown=airflow:0 dags /opt/airflow/dags

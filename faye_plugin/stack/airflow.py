@@ -223,6 +223,7 @@ def worker_spec(cfg: StackConfig, base: dict[str, str], index: int) -> ProcessSp
     folder = cfg.worker_dir(index)
     for sub in ("airflow", "tmp"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
+    write_local_settings(folder / "airflow")
     name = cfg.worker_names()[index - 1]
     return ProcessSpec(
         name=name,
@@ -253,6 +254,24 @@ def write_env_sh(cfg: StackConfig) -> Path:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write("\n".join(lines) + "\n")
+    return path
+
+
+LOCAL_SETTINGS = """\
+# Written by faye stack up (faye_plugin/stack/airflow.py): the scheduler and Celery workers import
+# faye's heavy libraries once, before they fork task processes (faye_plugin/preload.py).
+from faye_plugin.preload import install as _faye_preload
+
+_faye_preload()
+"""
+
+
+def write_local_settings(airflow_home: Path) -> Path:
+    """Write ``<airflow_home>/config/airflow_local_settings.py`` (Airflow imports it at start)."""
+    path = airflow_home / "config" / "airflow_local_settings.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != LOCAL_SETTINGS:
+        path.write_text(LOCAL_SETTINGS)
     return path
 
 

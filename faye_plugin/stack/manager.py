@@ -220,6 +220,7 @@ class Stack:
             self.say(f"catalogue {cfg.catalogue_path}: {written}")
         airflow.seed_password(cfg)
         airflow.write_env_sh(cfg)
+        airflow.write_local_settings(cfg.airflow_home)
         for host in cfg.docker_hosts:
             if self.sup.pid(f"podman-{host}") is None:
                 podman.tidy_socket(cfg, host)

@@ -162,3 +162,20 @@ def test_status_json_is_private_even_when_an_older_one_was_not(tmp_path: Path) -
     write_status(path, {"airflow_password": "pw"})
     assert path.stat().st_mode & 0o777 == 0o600
     assert json.loads(path.read_text()) == {"airflow_password": "pw"}
+
+
+def test_the_stack_and_the_image_install_the_same_preload(tmp_path: Path) -> None:
+    """``faye stack up`` writes airflow_local_settings.py into Airflow's config folder (imported at
+    start); its code is the example the Dockerfile copies into the image."""
+
+    def code(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+    path = airflow.write_local_settings(tmp_path / "airflow")
+    assert path == tmp_path / "airflow" / "config" / "airflow_local_settings.py"
+    example = Path(__file__).resolve().parents[2] / "examples" / "airflow_local_settings.py"
+    assert code(path.read_text()) == code(example.read_text())
+    assert code(path.read_text()) == [
+        "from faye_plugin.preload import install as _faye_preload",
+        "_faye_preload()",
+    ]
