@@ -38,6 +38,17 @@ def _deploy(api: AirflowAPI, conf: dict[str, Any], timeout: float = 420) -> tupl
     return done, api.task_instances("faye_deploy", run["dag_run_id"])
 
 
+#: The tasks after should_build outside its groups, but preview_url (which reports the no-op).
+AFTER_THE_BRANCH = (
+    "join",
+    "still_newest",
+    "prepare_configs",
+    "release_slot",
+    "deploy_revision",
+    "update_proxy",
+)
+
+
 def _xcom(api: AirflowAPI, run_id: str, task_id: str) -> Any:
     path = f"dags/faye_deploy/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
     return api.get(path)["value"]
@@ -171,6 +182,14 @@ def test_same_sha_again_is_a_noop(stack, airflow_api, peers, first_deploy) -> No
     assert tis["build.build_image"]["state"] == "skipped"
     assert tis["build.push_image"]["state"] == "skipped"
     assert tis["deploy_revision"]["state"] == "skipped"
+    # should_build skipped everything after it but preview_url in one go (not one level per loop)
+    later = {t for t in tis if t.startswith(("build.", "test.")) or t in AFTER_THE_BRANCH}
+    assert {t: tis[t]["state"] for t in later} == dict.fromkeys(later, "skipped")
+    path = (
+        f"dags/faye_deploy/dagRuns/{run['dag_run_id']}/taskInstances/should_build/xcomEntries/skipmixin_key"
+    )
+    skipped = airflow_api.get(path, deserialize=True)["value"]
+    assert sorted(skipped["skipped"]) == sorted(later), skipped
     outcome = _xcom(airflow_api, run["dag_run_id"], "preview_url")
     assert outcome["noop"] is True
     assert outcome["url"] == first_deploy["outcome"]["url"]
