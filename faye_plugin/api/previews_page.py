@@ -3,8 +3,9 @@
 A FastAPI app that faye's plugin mounts on the api-server (``fastapi_apps``, prefix ``/faye``) and
 shows in the navigation (``external_views``: an iframe under Browse). Plugin apps are mounted with
 ``app.mount()`` and inherit none of the core API's auth, so this one asks for it itself: every route
-needs read access to ``faye_deploy`` (no token or cookie: 401; a user without it: 403), and the
-actions need edit access to it (Airflow's ``requires_access_dag``, as the edge3 provider's plugin
+needs read access to ``faye_deploy`` (no token or cookie: 401; a user without it: 403); pinning
+needs edit access to it, and tear down / roll back need the right to trigger ``faye_teardown`` /
+``faye_rollback`` themselves (Airflow's ``requires_access_dag``, as the edge3 provider's plugin
 guards its UI routes). The page reads the API-server's JWT cookie, so the iframe needs no log-in
 of its own.
 
@@ -25,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.api_fastapi.common.db.common import SessionDep
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse
@@ -242,11 +244,14 @@ def create_app() -> FastAPI:
 
 
 def _add_action(app: FastAPI, path: str, dag_id: str) -> None:
-    """``POST /previews/<path>``: trigger ``dag_id`` for one preview (edit access to faye_deploy)."""
+    """``POST /previews/<path>``: trigger ``dag_id`` for one preview. It needs what Airflow's own
+    ``POST /dags/{dag_id}/dagRuns`` needs: the right to create a run of ``dag_id`` itself."""
 
     @app.post(
         f"{PAGE_PATH}{path}",
-        dependencies=[Depends(requires_access_dag("PUT", param_dag_id=DEPLOY_DAG))],
+        dependencies=[
+            Depends(requires_access_dag("POST", access_entity=DagAccessEntity.RUN, param_dag_id=dag_id))
+        ],
         name=path,
     )
     def act(
