@@ -70,6 +70,8 @@ def stack_secrets(cfg: StackConfig) -> dict[str, str]:
         "api_secret_key": lambda: secrets.token_urlsafe(32),
         "fernet_key": lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),
         "hello_db_password": lambda: secrets.token_urlsafe(12),
+        # the token the GitHub double asks for (connection faye_github)
+        "github_token": lambda: "ghp_" + secrets.token_urlsafe(27),
     }
     changed = False
     for key, make in wanted.items():
@@ -138,6 +140,14 @@ def connections(cfg: StackConfig, secrets: Mapping[str, str] | None = None) -> d
             "conn_type": "generic",
             "login": "hello",
             "password": sec["hello_db_password"],
+        }
+    if "github_token" in sec:
+        # the GitHub double (stack/github_double.py): what the catalogue's github blocks report through
+        conns["faye_github"] = {
+            "conn_type": "github",
+            "host": cfg.url("github"),
+            "password": sec["github_token"],
+            "extra": {"seconds_between_writes": 0},
         }
     if "airflow_password" in sec:
         # Airflow's own REST API: the queue steps list and supersede runs through it (docs/queue.md)
