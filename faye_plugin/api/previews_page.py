@@ -25,8 +25,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse
