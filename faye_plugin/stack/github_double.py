@@ -58,9 +58,11 @@ class ApiError(Exception):
         self.errors = errors
 
     def body(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"message": self.message, "documentation_url": DOCS, "status": str(self.status)}
+        out: dict[str, Any] = {"message": self.message, "documentation_url": DOCS}
         if self.errors is not None:
-            out["errors"] = self.errors
+            out["errors"] = self.errors  # a validation error (GitHub's description names no status here)
+        else:
+            out["status"] = str(self.status)
         return out
 
 
