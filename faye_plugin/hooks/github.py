@@ -285,14 +285,24 @@ class GithubReportHook(BaseHook):
 
         ``body`` must contain ``mark``. A second comment with the mark (two writers racing) is deleted.
         """
+        written = self._write_comment(pr, mark, body, create=True)
+        assert written is not None
+        return written
+
+    def update_comment(self, pr: int, mark: str, body: str) -> int | None:
+        """Edit the comment holding ``mark`` on PR ``pr`` if there is one; return its id, else None."""
+        written = self._write_comment(pr, mark, body, create=False)
+        return None if written is None else written[0]
+
+    def _write_comment(self, pr: int, mark: str, body: str, *, create: bool) -> tuple[int, bool] | None:
         if mark not in body:
             raise ValueError("the comment's body must hold its marker")
 
-        def write() -> tuple[int, bool]:
+        def write() -> tuple[int, bool] | None:
             issue = self.repository.get_issue(pr)
             ours = [c for c in issue.get_comments() if mark in (c.body or "")]
             if not ours:
-                return int(issue.create_comment(body).id), True
+                return (int(issue.create_comment(body).id), True) if create else None
             keep, *extra = sorted(ours, key=lambda c: int(c.id))
             if keep.body != body:
                 keep.edit(body)

@@ -195,6 +195,8 @@ def airflow_env(cfg: StackConfig) -> dict[str, str]:
         # ~0.2 s per dependency hop instead of 1 s (see README for the idle-CPU cost)
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
         "AIRFLOW__FAYE__CATALOGUE": str(cfg.catalogue_path),
+        # the address of the Airflow UI in the links faye reports to GitHub (docs/github.md)
+        "AIRFLOW__FAYE__AIRFLOW_URL": cfg.url("airflow"),
         # A task's first call to the execution API (`ti_run`) is not retried on a read timeout, and
         # the api-server of a busy 2-core machine took more than the default 5 s to answer: the task
         # then failed before it started (seen with LocalExecutor and Celery alike).
