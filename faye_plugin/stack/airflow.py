@@ -72,6 +72,8 @@ def stack_secrets(cfg: StackConfig) -> dict[str, str]:
         "hello_db_password": lambda: secrets.token_urlsafe(12),
         # the token the GitHub double asks for (connection faye_github)
         "github_token": lambda: "ghp_" + secrets.token_urlsafe(27),
+        # the secret GitHub signs its webhooks with (connection faye_github_webhook)
+        "github_webhook_secret": lambda: secrets.token_urlsafe(24),
     }
     changed = False
     for key, make in wanted.items():
@@ -149,6 +151,9 @@ def connections(cfg: StackConfig, secrets: Mapping[str, str] | None = None) -> d
             "password": sec["github_token"],
             "extra": {"seconds_between_writes": 0},
         }
+    if "github_webhook_secret" in sec:
+        # POST /faye/github/webhook checks X-Hub-Signature-256 with this secret (docs/github.md)
+        conns["faye_github_webhook"] = {"conn_type": "generic", "password": sec["github_webhook_secret"]}
     if "airflow_password" in sec:
         # Airflow's own REST API: the queue steps list and supersede runs through it (docs/queue.md)
         conns["faye_airflow_api"] = {
