@@ -4,11 +4,17 @@ Deploys through Airflow's REST API, then reads back what the double holds: one d
 PR's environment ending ``success`` with the slot URL (which answers with the sha), the tests' commit
 status, exactly one faye comment (a second deploy edits it); a teardown makes the deployment
 ``inactive`` and says so in the comment. GitHub answering 500 leaves a working preview, a green run and
-a visibly failed ``report_outcome``. PRs 811-812 of ``hello`` (repository ``local/hello`` on the double).
+a visibly failed ``report_outcome``. A signed ``pull_request`` webhook deploys and tears down; a badly
+signed one makes no run. PRs 811-813 of ``hello`` (repository ``local/hello`` on the double).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 SERVICE = "hello"
 REPO = "local/hello"
-PR_REPORTED, PR_GITHUB_DOWN = 811, 812
+PR_REPORTED, PR_GITHUB_DOWN, PR_WEBHOOK = 811, 812, 813
 MARKER = f"<!-- faye:{SERVICE} -->"
 
 
@@ -75,7 +81,8 @@ def test_a_deploy_reports_a_deployment_a_status_and_one_comment(stack, airflow_a
     assert (deployment["sha"], deployment["ref"]) == (sha, sha)
     assert deployment["transient_environment"] is True and deployment["production_environment"] is False
     newest = deployment["statuses"][0]
-    assert [s["state"] for s in deployment["statuses"]] == ["success", "in_progress"]
+    # newest first (a kept stack's double may hold an earlier session's statuses of the same deployment)
+    assert [s["state"] for s in deployment["statuses"]][:2] == ["success", "in_progress"]
     assert newest["environment_url"] == outcome["slot_url"]
     assert done["dag_run_id"] in newest["log_url"]
     # the environment URL GitHub shows answers with the deployed commit
@@ -86,8 +93,8 @@ def test_a_deploy_reports_a_deployment_a_status_and_one_comment(stack, airflow_a
     tests = [
         s for s in _repo(stack)["statuses"] if s["url"].endswith(sha) and s["context"] == "faye/hello/tests"
     ]
-    assert [s["state"] for s in tests] == ["success"]
-    assert "test.run_tests" in tests[0]["target_url"]
+    assert tests and {s["state"] for s in tests} == {"success"}
+    assert "test.run_tests" in tests[-1]["target_url"] and done["dag_run_id"] in tests[-1]["target_url"]
 
     [comment] = comments
     for words in (outcome["slot_url"], sha[:7], "passed", done["dag_run_id"], "Expires"):
@@ -135,3 +142,63 @@ def test_github_answering_500_leaves_a_working_preview_and_a_red_report(stack, a
 
     closed, states = _run(airflow_api, "faye_teardown", {"service": SERVICE, "pr": PR_GITHUB_DOWN})
     assert closed["state"] == "success", states
+
+
+def _webhook(stack: dict[str, Any], event: dict[str, Any], secret: str, delivery: str) -> requests.Response:
+    body = json.dumps(event).encode()
+    signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = {
+        "X-GitHub-Event": "pull_request",
+        "X-GitHub-Delivery": delivery,
+        "X-Hub-Signature-256": signature,
+        "Content-Type": "application/json",
+    }
+    return requests.post(
+        f"{stack['airflow_url']}/faye/github/webhook", data=body, headers=headers, timeout=30
+    )
+
+
+def _total(api: AirflowAPI, dag_id: str) -> int:
+    return int(api.get(f"dags/{dag_id}/dagRuns", limit=1)["total_entries"])
+
+
+def test_signed_pull_request_webhooks_deploy_and_tear_down(stack, airflow_api, shas) -> None:
+    secret = json.loads((Path(stack["state_dir"]) / "secrets.json").read_text())["github_webhook_secret"]
+    sha = shas[0]
+    _open_pr(stack, PR_WEBHOOK, sha)
+    opened = {
+        "action": "opened",
+        "number": PR_WEBHOOK,
+        "pull_request": {"number": PR_WEBHOOK, "head": {"sha": sha, "ref": f"pr-{PR_WEBHOOK}"}},
+        "repository": {"full_name": REPO},
+    }
+    before = _total(airflow_api, "faye_deploy")
+    refused = _webhook(stack, opened, "not-the-secret", str(uuid.uuid4()))
+    assert refused.status_code == 401, refused.text
+    assert _total(airflow_api, "faye_deploy") == before  # no run
+
+    delivery = str(uuid.uuid4())
+    answer = _webhook(stack, opened, secret, delivery)
+    assert answer.status_code == 202, answer.text
+    [run] = answer.json()["runs"]
+    assert (run["dag_id"], run["run_id"], run["new"]) == (
+        "faye_deploy",
+        f"hello-pr-{PR_WEBHOOK}-{sha[:7]}-gh-{delivery}",
+        True,
+    )
+    # GitHub redelivers the same delivery: no second run
+    assert _webhook(stack, opened, secret, delivery).json()["runs"][0]["new"] is False
+    done = airflow_api.wait_run("faye_deploy", run["run_id"], timeout=600)
+    assert done["state"] == "success", done
+    [deployment], _ = _ours(_repo(stack), PR_WEBHOOK)
+    assert deployment["statuses"][0]["state"] == "success"
+
+    closed = {**opened, "action": "closed"}
+    answer = _webhook(stack, closed, secret, str(uuid.uuid4()))
+    assert answer.status_code == 202, answer.text
+    [run] = answer.json()["runs"]
+    assert run["dag_id"] == "faye_teardown"
+    done = airflow_api.wait_run("faye_teardown", run["run_id"], timeout=300)
+    assert done["state"] == "success" and done["note"].startswith("torn down"), done
+    [deployment], [comment] = _ours(_repo(stack), PR_WEBHOOK)
+    assert deployment["statuses"][0]["state"] == "inactive" and "torn down" in comment["body"]
