@@ -187,7 +187,9 @@ class ReportOutcomeOperator(BaseOperator):
         states = _states(context)
         failed = _first_failure(context, states)
         reason = str(ti.xcom_pull(task_ids=failed, key=REASON_KEY) or "") if failed else ""
-        superseded = bool(failed) and SupersededError.hint in reason
+        # Superseded at its safe point (the step's reason says so), or stopped from outside (a newer
+        # deploy or a teardown marked the run failed: its killed tasks recorded no reason): inactive.
+        superseded = bool(failed) and (SupersededError.hint in reason or not reason)
         outcome = ti.xcom_pull(task_ids="preview_url") or {}
         expiry = ti.xcom_pull(task_ids="extend_expiry") or {}
         started = ti.xcom_pull(task_ids="report_started") or {}
@@ -203,7 +205,11 @@ class ReportOutcomeOperator(BaseOperator):
         slot_url = str(outcome.get("slot_url") or "")
         tests = states.get("test.run_tests")
         if superseded:
-            state, words = "inactive", f"superseded: {reason.split(' - ')[0]}"
+            state = "inactive"
+            if reason:
+                words = f"superseded: {reason.split(' - ')[0]}"
+            else:
+                words = f"stopped at {failed} (superseded, torn down or killed): see the run note"
         elif slot_url and outcome:
             state = "success"
             words = "no change: already serving this commit" if outcome.get("noop") else "deployed"

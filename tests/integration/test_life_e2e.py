@@ -91,7 +91,8 @@ def test_a_teardown_removes_everything_and_twice_is_green(stack, airflow_api, pe
     )
     tis = airflow_api.task_instances("faye_teardown", done["dag_run_id"])
     assert {k: v["state"] for k, v in tis.items()} == dict.fromkeys(
-        ("stop_deploys", "remove_route", "remove_tag_and_record", "teardown_outcome"), "success"
+        ("stop_deploys", "remove_route", "remove_tag_and_record", "teardown_outcome", "report_teardown"),
+        "success",
     )
     assert _left(peers, PR_CLOSED) == GONE
     assert _through_proxy(stack, outcome["slot_url"]).status_code == 404
