@@ -22,6 +22,7 @@ def service_spec(cfg: StackConfig, base_env: dict[str, str]) -> ProcessSpec:
         argv=[
             *(sys.executable, "-m", "faye_plugin.stack.github_double", "--host", "127.0.0.1"),
             *("--port", str(cfg.ports["github"]), "--state-dir", str(state), "--repo", SAMPLE_REPO),
+            "--any-pull",
         ],
         env=env,
         cwd=state,

@@ -121,8 +121,13 @@ class GithubState:
 class Double:
     """Routing and GitHub's JSON shapes over :class:`GithubState`; served by :func:`make_server`."""
 
-    def __init__(self, state: GithubState, base_url: str, token: str | None = None) -> None:
+    def __init__(
+        self, state: GithubState, base_url: str, token: str | None = None, *, any_pull: bool = False
+    ) -> None:
         self.state = state
+        # the local stack's convenience: a PR number nobody opened exists (opened on first use), so
+        # every deploy of the sample service can comment; GitHub (and the default) answers 404
+        self.any_pull = any_pull
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.faults: list[dict[str, Any]] = []
@@ -419,10 +424,8 @@ class Double:
 
     # --- the endpoints --------------------------------------------------------------------------
     def _pull(self, repo: dict[str, Any], number: str) -> dict[str, Any]:
-        pr = repo["pulls"].get(str(number))
-        if pr is None:
-            raise ApiError(404, "Not Found")
-        return dict(pr)
+        self._issue_exists(repo, number)
+        return dict(repo["pulls"][str(number)])
 
     def get_pull(self, owner: str, repo: str, pull_number: str, **_: Any) -> tuple[int, Any]:
         data = self.state.repo(owner, repo)
@@ -444,8 +447,14 @@ class Double:
         return 200, self.pull(f"{owner}/{repo}", data, pr)
 
     def _issue_exists(self, data: dict[str, Any], number: str) -> None:
-        if str(number) not in data["pulls"]:
+        if str(number) in data["pulls"]:
+            return
+        if not self.any_pull or not number.isdigit() or int(number) < 1:
             raise ApiError(404, "Not Found")
+        # opened on first use: its head is the newest commit deployed for it, if any
+        shas = [d["sha"] for d in data["deployments"].values() if d["environment"].endswith(f"/pr-{number}")]
+        full_name = next(n for n, r in self.state.data["repos"].items() if r["pulls"] is data["pulls"])
+        self.open_pull({"repo": full_name, "number": int(number), "head_sha": shas[-1] if shas else "0" * 40})
 
     def list_comments(self, owner: str, repo: str, issue_number: str, **_: Any) -> tuple[int, Any]:
         data = self.state.repo(owner, repo)
@@ -805,13 +814,19 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def make_server(
-    host: str, port: int, state: GithubState, token: str | None = None, base_url: str | None = None
+    host: str,
+    port: int,
+    state: GithubState,
+    token: str | None = None,
+    base_url: str | None = None,
+    *,
+    any_pull: bool = False,
 ) -> ThreadingHTTPServer:
     """A server (not started) answering as the double; ``port`` 0 picks a free port."""
     server = ThreadingHTTPServer((host, port), _Handler)
     server.daemon_threads = True
     url = base_url or f"http://{host}:{server.server_address[1]}"
-    handler = type("Handler", (_Handler,), {"double": Double(state, url, token)})
+    handler = type("Handler", (_Handler,), {"double": Double(state, url, token, any_pull=any_pull)})
     server.RequestHandlerClass = handler
     return server
 
@@ -822,13 +837,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--repo", action="append", default=[], help="owner/name to create (repeatable)")
+    parser.add_argument(
+        "--any-pull", action="store_true", help="a PR number nobody opened exists (opened on first use)"
+    )
     args = parser.parse_args(argv)
     args.state_dir.mkdir(parents=True, exist_ok=True)
     state = GithubState(args.state_dir / "state.json")
     for full_name in args.repo:
         state.add_repo(full_name)
     state.save()
-    server = make_server(args.host, args.port, state, token=os.environ.get(TOKEN_ENV) or None)
+    token = os.environ.get(TOKEN_ENV) or None
+    server = make_server(args.host, args.port, state, token=token, any_pull=args.any_pull)
     server.serve_forever()
 
 

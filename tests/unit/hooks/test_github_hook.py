@@ -181,3 +181,24 @@ def test_a_refused_field_is_not_retried(double: str) -> None:
 def test_short_keeps_one_line() -> None:
     assert short("a\n b  c") == "a b c"
     assert short("x" * 200, 10) == "x" * 9 + "…"
+
+
+def test_a_pr_nobody_opened_is_404_unless_the_double_opens_any_pr(double: str, monkeypatch) -> None:
+    hook = GithubReportHook(REPO)
+    with pytest.raises(GithubReportError, match="404"):
+        hook.upsert_comment(42, marker("hello"), marker("hello"))
+    server = make_server("127.0.0.1", 0, GithubState(), token=TOKEN, any_pull=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    conn = {"conn_type": "github", "host": url, "password": TOKEN, "extra": {"seconds_between_writes": 0}}
+    monkeypatch.setenv("AIRFLOW_CONN_FAYE_GITHUB", json.dumps(conn))
+    requests.post(f"{url}/_double/repos", json={"full_name": REPO}, timeout=5)
+    try:
+        anyone = GithubReportHook(REPO)
+        anyone.ensure_deployment("preview/hello/pr-42", SHA, description="d", payload={})
+        anyone.upsert_comment(42, marker("hello"), marker("hello"))
+        [pull] = _state(url)["pulls"]
+        assert (pull["number"], pull["state"], pull["head"]["sha"]) == (42, "open", SHA)
+    finally:
+        server.shutdown()
+        server.server_close()
