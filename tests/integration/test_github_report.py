@@ -5,7 +5,8 @@ PR's environment ending ``success`` with the slot URL (which answers with the sh
 status, exactly one faye comment (a second deploy edits it); a teardown makes the deployment
 ``inactive`` and says so in the comment. GitHub answering 500 leaves a working preview, a green run and
 a visibly failed ``report_outcome``. A signed ``pull_request`` webhook deploys and tears down; a badly
-signed one makes no run. PRs 811-813 of ``hello`` (repository ``local/hello`` on the double).
+signed one makes no run. A failed build is reported as a failure naming the step. PRs 811-814 of
+``hello`` (repository ``local/hello`` on the double).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 SERVICE = "hello"
 REPO = "local/hello"
-PR_REPORTED, PR_GITHUB_DOWN, PR_WEBHOOK = 811, 812, 813
+PR_REPORTED, PR_GITHUB_DOWN, PR_WEBHOOK, PR_BROKEN = 811, 812, 813, 814
 MARKER = f"<!-- faye:{SERVICE} -->"
 
 
@@ -202,3 +204,21 @@ def test_signed_pull_request_webhooks_deploy_and_tear_down(stack, airflow_api, s
     assert done["state"] == "success" and done["note"].startswith("torn down"), done
     [deployment], [comment] = _ours(_repo(stack), PR_WEBHOOK)
     assert deployment["statuses"][0]["state"] == "inactive" and "torn down" in comment["body"]
+
+
+def test_a_failed_deploy_is_reported_as_a_failure_naming_its_step(stack, airflow_api) -> None:
+    repo = stack["sample_repo"]
+    broken = subprocess.run(
+        ["git", "-C", repo, "rev-parse", "broken"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    done, states = _run(airflow_api, "faye_deploy", {"service": SERVICE, "pr": PR_BROKEN, "git_sha": broken})
+    assert done["state"] == "failed" and states["build.build_image"] == "failed", states
+    assert states["report_outcome"] == "success", states
+    [deployment], [comment] = _ours(_repo(stack), PR_BROKEN)
+    newest = deployment["statuses"][0]
+    assert newest["state"] == "failure", newest
+    assert newest["description"].startswith("failed at build.build_image: "), newest
+    assert newest["log_url"].endswith(f"/runs/{done['dag_run_id']}/tasks/build.build_image")
+    assert "failed at build.build_image" in comment["body"] and broken[:7] in comment["body"]
+    # no tests ran: no commit status for the broken commit
+    assert not [s for s in _repo(stack)["statuses"] if s["url"].endswith(broken)]
