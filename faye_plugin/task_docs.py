@@ -104,6 +104,10 @@ TASK_DOCS: dict[str, str] = {
         "GitHub: the PR's deployments become `inactive` and its faye comment says the preview was torn "
         "down. Red here never fails the run."
     ),
+    "report_rollback": (
+        "GitHub: a new deployment of the commit the preview serves again, `success` at the same slot URL "
+        "(the PR's others `inactive`), and the comment says rolled back. Red here never fails the run."
+    ),
     "teardown_outcome": "The run's outcome: what was removed, or that there was nothing (the run note).",
     "roll_back": (
         "Moves tag `pr-<N>` back to the PR's previous ready revision (or conf `revision`) and updates its "

@@ -5,6 +5,7 @@ Steps::
     faye_teardown:  stop_deploys >> remove_route >> remove_tag_and_record >> teardown_outcome
                     >> report_teardown (GitHub: deployments inactive, the comment says torn down)
     faye_rollback:  stop_deploys >> roll_back >> update_proxy >> rollback_outcome
+                    >> report_rollback (GitHub: a new deployment of the older commit, the comment)
 
 docs/deploy.md explains both ("Tear down" and "Roll back").
 """
@@ -58,7 +59,8 @@ e.g. `roll_back` has no earlier ready revision, or `revision` is another PR's) |
 **Triggering.** `faye rollback hello 777 [--to REVISION]`, or
 `POST /api/v2/dags/faye_rollback/dagRuns` with `{"dag_run_id": "hello-pr-777-rollback-<UTC time>",
 "logical_date": null, "conf": {"service": "hello", "pr": 777, "revision": null}}`. Steps:
-`stop_deploys`, `roll_back`, `update_proxy`, `rollback_outcome`.
+`stop_deploys`, `roll_back`, `update_proxy`, `rollback_outcome`, and `report_rollback` (a service with
+a `github` block: a new GitHub deployment of the older commit at the same slot URL, the comment).
 """
 
 SERVICE = "{{ params.service }}"
@@ -130,6 +132,7 @@ def teardown_summary(
 
 def build_rollback_dag(dag_id: str = ROLLBACK_DAG) -> DAG:
     """Return the rollback DAG."""
+    from faye_plugin.operators.github import ReportRollbackOperator
     from faye_plugin.operators.proxy import UpdateProxyOperator
     from faye_plugin.operators.rollback import RollbackOperator
     from faye_plugin.operators.teardown import StopDeploysOperator
@@ -148,5 +151,7 @@ def build_rollback_dag(dag_id: str = ROLLBACK_DAG) -> DAG:
             task_id="roll_back", service=SERVICE, pr=PR, revision="{{ params.revision }}"
         )
         proxy = UpdateProxyOperator(task_id="update_proxy", service=SERVICE, preview=rolled.output)  # type: ignore[arg-type]
-        stop >> rolled >> proxy >> rollback_outcome()
+        # GitHub (a teardown task: runs whatever happened, never fails the run; docs/github.md)
+        report = ReportRollbackOperator(task_id="report_rollback", service=SERVICE, pr=PR).as_teardown()
+        stop >> rolled >> proxy >> rollback_outcome() >> report
     return document(dag)

@@ -215,6 +215,30 @@ class GithubReportHook(BaseHook):
 
         return self._call(f"deployment of {sha[:7]} to {environment}", find_or_create)
 
+    def create_deployment(
+        self, environment: str, sha: str, *, description: str, payload: dict[str, Any], task: str
+    ) -> int:
+        """Create a new deployment of ``sha`` to ``environment`` (a rollback: the newest deployment of
+        the environment must be the commit it serves now, even when that commit was deployed before)."""
+
+        def create() -> int:
+            created = self.repository.create_deployment(
+                ref=sha,
+                task=task,
+                environment=environment,
+                description=short(description),
+                payload=payload,
+                transient_environment=True,
+                production_environment=False,
+                auto_merge=False,
+                required_contexts=[],
+            )
+            return int(created.id)
+
+        # A resend after a lost answer may leave a second deployment of the commit: the caller makes
+        # every other deployment of the environment inactive anyway.
+        return self._call(f"deployment of {sha[:7]} to {environment}", create)
+
     def post_deployment_status(
         self,
         deployment_id: int,

@@ -12,6 +12,9 @@ returns at once (None). Reporting never decides a preview's fate:
   tests' commit status ``faye/<service>/tests``, and the one comment per (service, PR).
 - ``report_teardown`` (:class:`ReportTeardownOperator`, ``faye_teardown``): the PR's deployments become
   ``inactive`` and the comment says the preview was torn down.
+- ``report_rollback`` (:class:`ReportRollbackOperator`, ``faye_rollback``): a new deployment of the
+  commit the preview serves again, ``success`` at the same slot URL; the others of the PR ``inactive``;
+  the comment says rolled back.
 """
 
 from __future__ import annotations
@@ -323,3 +326,70 @@ class ReportTeardownOperator(BaseOperator):
             "Reported the teardown to %s: inactive %s, comment %s", target.repo, made_inactive, comment
         )
         return {"inactive": made_inactive, "comment_id": comment}
+
+
+class ReportRollbackOperator(BaseOperator):
+    """After a rollback: a new deployment of the older commit, ``success`` at the slot URL; the comment.
+
+    :param service: the catalogue's service (templated).
+    :param pr: the pull request number (templated).
+    """
+
+    template_fields: Sequence[str] = ("service", "pr")
+
+    def __init__(self, *, service: str, pr: int | str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service = service
+        self.pr = pr
+
+    def execute(self, context: Context) -> dict[str, Any] | None:
+        target = _target(self.service)
+        if target is None:
+            self.log.info("Service %s has no github block in the catalogue: nothing to report", self.service)
+            return None
+        ti: Any = context["ti"]
+        rolled = ti.xcom_pull(task_ids="rollback_outcome") or {}
+        sha, slot_url = str(rolled.get("sha") or ""), str(rolled.get("slot_url") or "")
+        if not FULL_SHA_RE.match(sha) or not slot_url:
+            self.log.info("The rollback did not finish (see its failed step): nothing to report")
+            return None
+        dag_run = context["dag_run"]
+        pr = int(self.pr)
+        environment = environment_name(self.service, pr)
+        link = run_url(dag_run.dag_id, dag_run.run_id)
+        hook = _hook(target)
+        was = str(rolled.get("from_sha") or "")[:7] or "?"
+        deployment = hook.create_deployment(
+            environment,
+            sha,
+            description=f"{self.service} PR {pr} rolled back to {sha[:7]} (was {was})",
+            payload={"service": self.service, "pr": pr, "run_id": dag_run.run_id},
+            task="deploy:rollback",
+        )
+        hook.post_deployment_status(
+            deployment,
+            "success",
+            description=f"rolled back to {sha[:7]} (was {was})",
+            log_url=link,
+            environment_url=slot_url,
+        )
+        for other in hook.deployments(environment):
+            if other.id != deployment and other.state != "inactive":
+                hook.post_deployment_status(
+                    other.id, "inactive", description=f"rolled back by {dag_run.run_id}", log_url=link
+                )
+        body = comment_body(
+            self.service,
+            pr,
+            headline=f"↩️ rolled back to `{sha[:7]}` (was `{was}`)",
+            rows=[
+                ("Preview", slot_url),
+                ("Commit", f"`{sha[:7]}` (`{sha}`), revision `{rolled.get('revision')}`"),
+                ("Run", f"[{dag_run.run_id}]({link})"),
+            ],
+        )
+        comment_id, _ = hook.upsert_comment(pr, _marker(self.service), body)
+        self.log.info(
+            "Reported the rollback to %s: deployment %s, comment %s", target.repo, deployment, comment_id
+        )
+        return {"deployment_id": deployment, "comment_id": comment_id}

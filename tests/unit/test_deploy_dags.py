@@ -158,3 +158,10 @@ def test_teardown_reports_to_github_after_its_outcome(bag) -> None:
         "teardown_outcome",
         "report_teardown",
     ]
+
+
+def test_rollback_reports_to_github_after_its_outcome(bag) -> None:
+    dag = bag.dags["faye_rollback"]
+    report = dag.get_task("report_rollback")
+    assert report.upstream_task_ids == {"rollback_outcome"}
+    assert report.is_teardown and not report.on_failure_fail_dagrun
