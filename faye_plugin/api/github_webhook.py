@@ -22,7 +22,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.api_fastapi.common.db.common import SessionDep
@@ -182,8 +182,10 @@ def create_app() -> FastAPI:
         if problems:
             return JSONResponse({"detail": "; ".join(str(p) for p in problems)}, status_code=400)
         runs = []
-        for trigger in triggers:
-            made = _trigger(session, trigger, now)
+        for i, trigger in enumerate(triggers):
+            # one logical date per run: Airflow keeps (dag_id, logical_date) unique, and two services
+            # reporting to the repository get a run each from one event
+            made = _trigger(session, trigger, now + timedelta(microseconds=i))
             runs.append({"dag_id": trigger.dag_id, "run_id": trigger.run_id, "new": made})
         log.info("GitHub webhook %s: %s -> %s", request.headers.get("X-GitHub-Delivery"), why, runs)
         return JSONResponse({"detail": why, "runs": runs}, status_code=202)

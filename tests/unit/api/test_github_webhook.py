@@ -112,8 +112,11 @@ def client(monkeypatch: pytest.MonkeyPatch) -> tuple[TestClient, list[Any]]:
 
     made: list[Any] = []
     seen: set[str] = set()
+    dates: set[datetime] = set()
 
     def trigger(session: Any, t: Any, now: datetime) -> bool:
+        assert now not in dates  # Airflow keeps (dag_id, logical_date) unique
+        dates.add(now)
         made.append(t)
         new = t.run_id not in seen
         seen.add(t.run_id)
