@@ -19,6 +19,9 @@ from faye_plugin.naming import DEFAULT_MAX_LIFETIME_HOURS, DEFAULT_MAX_TTL_HOURS
 NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,47}[a-z0-9])?$")
 SLOT_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 SLOT_POLICIES = ("evict-oldest", "wait", "fail")
+GITHUB_REPO_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$")
+CONN_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+GITHUB_KEYS = ("repo", "conn_id")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,14 @@ class TestSpec:
 
 
 @dataclass(frozen=True)
+class GithubTarget:
+    """Where a service's previews are reported on GitHub (docs/github.md)."""
+
+    repo: str  # owner/name
+    conn_id: str = "faye_github"
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     name: str
     cloud_run: CloudRunTarget
@@ -82,6 +93,8 @@ class ServiceSpec:
     # faye_cleanup removes an unpinned preview this long after its first deploy (the service's own
     # ``max_lifetime_hours``, else the catalogue default's)
     max_lifetime_hours: int = DEFAULT_MAX_LIFETIME_HOURS
+    # None: the service reports nothing to GitHub
+    github: GithubTarget | None = None
 
     def require_slot(self, slot: str) -> str:
         if slot not in self.slots:
@@ -144,6 +157,25 @@ def _hours(value: Any, where: str) -> int:
     return hours
 
 
+def _github(data: Any, where: str) -> GithubTarget | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise CatalogueError(f"{where}: expected a mapping with repo (owner/name) and conn_id")
+    unknown = sorted(str(k) for k in data if k not in GITHUB_KEYS)
+    if unknown:
+        raise CatalogueError(
+            f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(GITHUB_KEYS)})"
+        )
+    repo = data.get("repo")
+    if not isinstance(repo, str) or not GITHUB_REPO_RE.match(repo):
+        raise CatalogueError(f"{where}.repo: expected owner/name, got {repo!r}")
+    conn_id = data.get("conn_id", "faye_github")
+    if not isinstance(conn_id, str) or not CONN_ID_RE.match(conn_id):
+        raise CatalogueError(f"{where}.conn_id: expected an Airflow connection id, got {conn_id!r}")
+    return GithubTarget(repo=repo, conn_id=conn_id)
+
+
 def _service(name: str, data: Any, defaults: Defaults | None = None) -> ServiceSpec:
     where = f"services.{name}"
     if not NAME_RE.match(name):
@@ -193,6 +225,7 @@ def _service(name: str, data: Any, defaults: Defaults | None = None) -> ServiceS
         max_lifetime_hours=_hours(data["max_lifetime_hours"], f"{where}.max_lifetime_hours")
         if data.get("max_lifetime_hours") is not None
         else (defaults or Defaults()).max_lifetime_hours,
+        github=_github(data.get("github"), f"{where}.github"),
     )
 
 

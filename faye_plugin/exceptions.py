@@ -120,3 +120,12 @@ class RollbackError(FayeError, ValueError):
 
     Its message already ends with what to do (another ``--to``, or a deploy), so it has no hint.
     """
+
+
+class GithubReportError(FayeError, RuntimeError):
+    """GitHub refused a report (bad token, unknown repository, invalid field) or stayed unreachable.
+
+    The preview itself is not affected: reporting never decides a preview's fate (docs/github.md).
+    """
+
+    hint = "check the connection and the catalogue's github.repo, then clear the failed report task"

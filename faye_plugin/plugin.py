@@ -57,6 +57,7 @@ class FayePlugin(AirflowPlugin):
     def fastapi_apps(self) -> list[dict[str, Any]]:  # type: ignore[override]
         """The previews page's app, built only when asked for: only the api-server mounts plugin apps,
         and importing FastAPI costs every other process (scheduler, workers, tasks) seconds."""
-        from faye_plugin.api.previews_page import app_spec
+        from faye_plugin.api import github_webhook, previews_page
 
-        return [app_spec()]
+        # /faye/github first: Starlette tries mounts in order, and /faye would take its paths too.
+        return [github_webhook.app_spec(), previews_page.app_spec()]

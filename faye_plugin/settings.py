@@ -51,3 +51,16 @@ def build_queue() -> str | None:
     """
     value = (_get("build_queue") or "").strip()
     return value or None
+
+
+def airflow_url() -> str:
+    """Return the Airflow UI's address for links faye gives out (GitHub's ``log_url``).
+
+    ``[faye] airflow_url``, else ``[api] base_url``, else Airflow's own default ``http://localhost:8080``.
+    """
+    value = _get("airflow_url")
+    if not value:
+        from airflow.configuration import conf
+
+        value = conf.get("api", "base_url", fallback=None) or "http://localhost:8080"
+    return str(value).rstrip("/")

@@ -90,6 +90,24 @@ TASK_DOCS: dict[str, str] = {
     "remove_tag_and_record": (
         "Removes the PR's Cloud Run tag and its record (its slot claim) in one write. Nothing there: a no-op."
     ),
+    "report_started": (
+        "GitHub (services with a `github` block): the deployment of this commit to the environment "
+        "`preview/<service>/pr-<N>`, status `in_progress`. A failure is a warning here; `report_outcome` "
+        "tries again."
+    ),
+    "report_outcome": (
+        "GitHub: the deployment's `success` (slot URL) or `failure` (the failed step), the tests' commit "
+        "status `faye/<service>/tests` and the PR's one faye comment. Runs last whatever happened; red "
+        "here never fails the run: the preview is deployed (or not) all the same."
+    ),
+    "report_teardown": (
+        "GitHub: the PR's deployments become `inactive` and its faye comment says the preview was torn "
+        "down. Red here never fails the run."
+    ),
+    "report_rollback": (
+        "GitHub: a new deployment of the commit the preview serves again, `success` at the same slot URL "
+        "(the PR's others `inactive`), and the comment says rolled back. Red here never fails the run."
+    ),
     "teardown_outcome": "The run's outcome: what was removed, or that there was nothing (the run note).",
     "roll_back": (
         "Moves tag `pr-<N>` back to the PR's previous ready revision (or conf `revision`) and updates its "

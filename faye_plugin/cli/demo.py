@@ -1,5 +1,6 @@
 """``faye demo``: deploy the sample service ``hello`` for PR 1 at the sample repository's HEAD, follow
-the run step by step, then fetch the preview through the proxy and print its URL and answer.
+the run step by step, then fetch the preview through the proxy and print its URL and answer, and the
+comment faye left on the PR on the stack's GitHub double (the PR is opened there first).
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def _demo(args: argparse.Namespace) -> int:
         print("the stack is not healthy: run `faye stack up` first")
         return 1
     sha = head(Path(status["sample_repo"]))
+    github = status.get("github_url")
+    if github:
+        pull = {"repo": status["github_repo"], "number": args.pr, "head_sha": sha, "head_ref": "main"}
+        requests.post(f"{github}/_double/pulls", json=pull, timeout=10).raise_for_status()
+        print(f"opened PR {args.pr} of {status['github_repo']} on the GitHub double ({github})")
     client = AirflowApiClient(status["airflow_url"], status["airflow_username"], status["airflow_password"])
     state, outcome = deploy(client, {"service": SERVICE, "pr": args.pr, "git_sha": sha})
     if state != "success" or not outcome:
@@ -52,7 +58,26 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"the preview did not answer with {sha}")
         return 1
     print(f"the preview answers with {sha}")
+    if github:
+        print_comment(github, status["github_repo"], args.pr)
     return 0
+
+
+def print_comment(github_url: str, repo: str, pr: int) -> None:
+    """Print faye's comment on the PR as the double holds it (GitHub would render its Markdown)."""
+    from faye_plugin.hooks.github import marker
+
+    state = requests.get(f"{github_url}/_double/state", timeout=10).json().get(repo, {})
+    ours = [
+        c["body"]
+        for c in state.get("comments", [])
+        if c["issue_url"].endswith(f"/issues/{pr}") and marker(SERVICE) in c["body"]
+    ]
+    if not ours:
+        print(f"no faye comment on PR {pr} yet (see the run's report_outcome task)")
+        return
+    print(f"\nthe comment on PR {pr} ({repo}):\n")
+    print(ours[0])
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

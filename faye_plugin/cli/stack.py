@@ -25,6 +25,11 @@ def print_status(status: dict[str, Any]) -> None:
         ("proxy admin API", status["proxy_admin_url"], health.get("proxy", "-")),
         ("registry", status["registry_url"], health.get("registry", "-")),
         ("Cloud Run emulator", status["cloud_run_url"], health.get("cloud_run", "-")),
+        (
+            f"GitHub API double ({status.get('github_repo')})",
+            status.get("github_url", "-"),
+            health.get("github", "-"),
+        ),
         ("builder (Docker API)", status["build_docker_url"], health.get("docker_build", "-")),
         ("revision runner (Docker API)", status["run_docker_url"], health.get("docker_run", "-")),
     ]

@@ -6,6 +6,7 @@ Steps (docs/deploy.md explains each, and why ``update_proxy`` follows ``deploy_r
       >> [build.*] >> join >> still_newest >> prepare_configs >> release_slot >> deploy_revision
       >> update_proxy >> test.* ;  preview_url after update_proxy (or at once on a no-op)
     supersede_older_runs >> still_newest   (beside everything before the safe point)
+    get_cloud_run_config >> report_started;  [preview_url, test.*, report_started] >> report_outcome
 
 Independent reads run side by side: each dependency hop costs a scheduler round (~0.3-0.6 s here).
 ``should_build`` takes ``extend_expiry``'s result too: a no-op only when the expiry write found the
@@ -65,7 +66,10 @@ An invalid conf is refused with HTTP 400 and no run.
 and `check_image`; `should_build`, `build.*`, `join`, `still_newest` (the safe point; the queue's
 `supersede_older_runs` runs beside everything before it), `prepare_configs`, `release_slot`,
 `deploy_revision`, `update_proxy`, `test.wait_for_preview`, `test.run_tests`, and `preview_url` (the
-outcome: URLs and revision). Each task's own doc says more (docs/deploy.md explains the design).
+outcome: URLs and revision). For a service with a `github` block, `report_started` (beside the reads)
+and `report_outcome` (last, whatever happened) report to the pull request; a failed report shows red
+without failing the run (docs/github.md). Each task's own doc says more (docs/deploy.md explains the
+design).
 """
 
 
@@ -93,10 +97,18 @@ def skip_to_outcome(context: Any) -> None:
     (whose upstream ``update_proxy`` is at the end of that chain) could run. The standard provider's
     ``SkipMixin.skip`` sets any task of the run to skipped at once (it raises
     ``DownstreamTasksSkipped``, which ends this task as a success).
+
+    Teardown tasks (``report_outcome``: the GitHub deployment ``report_started`` opened must still be
+    closed) are left to run.
     """
     task, ti = context["task"], context["ti"]
-    later = task.get_flat_relative_ids(upstream=False) - {"preview_url"}
-    task.skip(ti, [task.dag.get_task(task_id) for task_id in sorted(later)])
+    dag = task.dag
+    later = {
+        task_id
+        for task_id in task.get_flat_relative_ids(upstream=False)
+        if task_id != "preview_url" and not dag.get_task(task_id).is_teardown
+    }
+    task.skip(ti, [dag.get_task(task_id) for task_id in sorted(later)])
 
 
 def build_deploy_dag(dag_id: str = DAG_ID, *, queue_steps: bool = True) -> DAG:
@@ -107,6 +119,7 @@ def build_deploy_dag(dag_id: str = DAG_ID, *, queue_steps: bool = True) -> DAG:
     ``faye_airflow_api`` connection.
     """
     from faye_plugin.operators.cloud_run import DeployPreviewOperator, ExtendExpiryOperator
+    from faye_plugin.operators.github import ReportOutcomeOperator, ReportStartedOperator
     from faye_plugin.operators.proxy import ReleaseSlotOperator, UpdateProxyOperator
 
     with DAG(
@@ -203,8 +216,22 @@ def build_deploy_dag(dag_id: str = DAG_ID, *, queue_steps: bool = True) -> DAG:
         )
         tests = _test_group("{{ ti.xcom_pull(task_ids='update_proxy')['slot_url'] }}")
         outcome = preview_url(config, cloud_run)
+        # GitHub (services with a `github` block; docs/github.md): the start beside the reads, the
+        # outcome after everything. report_outcome is a teardown task: it runs whatever happened and its
+        # own failure shows in the run without failing it (the preview's fate is not the report's).
+        started = ReportStartedOperator(
+            task_id="report_started", service="{{ params.service }}", pr="{{ params.pr }}", git_sha=FULL_SHA
+        )
+        reported = ReportOutcomeOperator(
+            task_id="report_outcome",
+            service="{{ params.service }}",
+            pr="{{ params.pr }}",
+            git_sha="{{ params.git_sha }}",
+        ).as_teardown()
 
         config >> expiry
+        config >> started
+        [outcome, tests, started] >> reported
         branch >> build >> join
         branch >> join
         configs >> release >> deploy >> proxy >> tests

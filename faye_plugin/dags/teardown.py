@@ -3,7 +3,9 @@
 Steps::
 
     faye_teardown:  stop_deploys >> remove_route >> remove_tag_and_record >> teardown_outcome
+                    >> report_teardown (GitHub: deployments inactive, the comment says torn down)
     faye_rollback:  stop_deploys >> roll_back >> update_proxy >> rollback_outcome
+                    >> report_rollback (GitHub: a new deployment of the older commit, the comment)
 
 docs/deploy.md explains both ("Tear down" and "Roll back").
 """
@@ -39,7 +41,8 @@ writes is waited for (never cut between its revision and its route), then stoppe
 **Triggering.** `faye teardown hello 777`, or `POST /api/v2/dags/faye_teardown/dagRuns` with
 `{"dag_run_id": "hello-pr-777-teardown-<UTC time>", "logical_date": null, "conf": {"service": "hello",
 "pr": 777}}`. An invalid conf is refused with HTTP 400 and no run. Steps: `stop_deploys`,
-`remove_route`, `remove_tag_and_record`, `teardown_outcome`.
+`remove_route`, `remove_tag_and_record`, `teardown_outcome`, and `report_teardown` (a service with a
+`github` block: the PR's GitHub deployments become inactive and its comment says torn down).
 """
 
 ROLLBACK_DOC = """
@@ -56,7 +59,8 @@ e.g. `roll_back` has no earlier ready revision, or `revision` is another PR's) |
 **Triggering.** `faye rollback hello 777 [--to REVISION]`, or
 `POST /api/v2/dags/faye_rollback/dagRuns` with `{"dag_run_id": "hello-pr-777-rollback-<UTC time>",
 "logical_date": null, "conf": {"service": "hello", "pr": 777, "revision": null}}`. Steps:
-`stop_deploys`, `roll_back`, `update_proxy`, `rollback_outcome`.
+`stop_deploys`, `roll_back`, `update_proxy`, `rollback_outcome`, and `report_rollback` (a service with
+a `github` block: a new GitHub deployment of the older commit at the same slot URL, the comment).
 """
 
 SERVICE = "{{ params.service }}"
@@ -80,6 +84,7 @@ def _dag(dag_id: str, description: str, doc: str) -> DAG:
 
 def build_teardown_dag(dag_id: str = TEARDOWN_DAG) -> DAG:
     """Return the teardown DAG."""
+    from faye_plugin.operators.github import ReportTeardownOperator
     from faye_plugin.operators.teardown import (
         RemoveRoutesOperator,
         RemoveTagAndRecordOperator,
@@ -101,7 +106,9 @@ def build_teardown_dag(dag_id: str = TEARDOWN_DAG) -> DAG:
         stop = StopDeploysOperator(task_id="stop_deploys", service=SERVICE, pr=PR, action="teardown")
         routes = RemoveRoutesOperator(task_id="remove_route", service=SERVICE, pr=PR)
         removal = RemoveTagAndRecordOperator(task_id="remove_tag_and_record", service=SERVICE, pr=PR)
-        stop >> routes >> removal >> teardown_outcome()
+        # GitHub (a teardown task: runs whatever happened, never fails the run; docs/github.md)
+        report = ReportTeardownOperator(task_id="report_teardown", service=SERVICE, pr=PR).as_teardown()
+        stop >> routes >> removal >> teardown_outcome() >> report
     return document(dag)
 
 
@@ -125,6 +132,7 @@ def teardown_summary(
 
 def build_rollback_dag(dag_id: str = ROLLBACK_DAG) -> DAG:
     """Return the rollback DAG."""
+    from faye_plugin.operators.github import ReportRollbackOperator
     from faye_plugin.operators.proxy import UpdateProxyOperator
     from faye_plugin.operators.rollback import RollbackOperator
     from faye_plugin.operators.teardown import StopDeploysOperator
@@ -143,5 +151,7 @@ def build_rollback_dag(dag_id: str = ROLLBACK_DAG) -> DAG:
             task_id="roll_back", service=SERVICE, pr=PR, revision="{{ params.revision }}"
         )
         proxy = UpdateProxyOperator(task_id="update_proxy", service=SERVICE, preview=rolled.output)  # type: ignore[arg-type]
-        stop >> rolled >> proxy >> rollback_outcome()
+        # GitHub (a teardown task: runs whatever happened, never fails the run; docs/github.md)
+        report = ReportRollbackOperator(task_id="report_rollback", service=SERVICE, pr=PR).as_teardown()
+        stop >> rolled >> proxy >> rollback_outcome() >> report
     return document(dag)

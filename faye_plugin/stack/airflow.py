@@ -70,6 +70,10 @@ def stack_secrets(cfg: StackConfig) -> dict[str, str]:
         "api_secret_key": lambda: secrets.token_urlsafe(32),
         "fernet_key": lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),
         "hello_db_password": lambda: secrets.token_urlsafe(12),
+        # the token the GitHub double asks for (connection faye_github)
+        "github_token": lambda: "ghp_" + secrets.token_urlsafe(27),
+        # the secret GitHub signs its webhooks with (connection faye_github_webhook)
+        "github_webhook_secret": lambda: secrets.token_urlsafe(24),
     }
     changed = False
     for key, make in wanted.items():
@@ -139,6 +143,17 @@ def connections(cfg: StackConfig, secrets: Mapping[str, str] | None = None) -> d
             "login": "hello",
             "password": sec["hello_db_password"],
         }
+    if "github_token" in sec:
+        # the GitHub double (stack/github_double.py): what the catalogue's github blocks report through
+        conns["faye_github"] = {
+            "conn_type": "github",
+            "host": cfg.url("github"),
+            "password": sec["github_token"],
+            "extra": {"seconds_between_writes": 0},
+        }
+    if "github_webhook_secret" in sec:
+        # POST /faye/github/webhook checks X-Hub-Signature-256 with this secret (docs/github.md)
+        conns["faye_github_webhook"] = {"conn_type": "generic", "password": sec["github_webhook_secret"]}
     if "airflow_password" in sec:
         # Airflow's own REST API: the queue steps list and supersede runs through it (docs/queue.md)
         conns["faye_airflow_api"] = {
@@ -185,6 +200,8 @@ def airflow_env(cfg: StackConfig) -> dict[str, str]:
         # ~0.2 s per dependency hop instead of 1 s (see README for the idle-CPU cost)
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
         "AIRFLOW__FAYE__CATALOGUE": str(cfg.catalogue_path),
+        # the address of the Airflow UI in the links faye reports to GitHub (docs/github.md)
+        "AIRFLOW__FAYE__AIRFLOW_URL": cfg.url("airflow"),
         # A task's first call to the execution API (`ti_run`) is not retried on a read timeout, and
         # the api-server of a busy 2-core machine took more than the default 5 s to answer: the task
         # then failed before it started (seen with LocalExecutor and Celery alike).

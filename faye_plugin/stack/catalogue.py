@@ -12,6 +12,7 @@ import yaml
 
 from faye_plugin.naming import DEFAULT_MAX_LIFETIME_HOURS, DEFAULT_MAX_TTL_HOURS, DEFAULT_TTL_HOURS
 from faye_plugin.stack.config import StackConfig
+from faye_plugin.stack.github import SAMPLE_REPO
 
 
 def render(cfg: StackConfig) -> dict[str, Any]:
@@ -48,6 +49,8 @@ def render(cfg: StackConfig) -> dict[str, Any]:
                 "port": 8080,
                 "env": {"GREETING": "hello from PR {{ pr }}"},
                 "secret_env": {"DATABASE_PASSWORD": "conn:faye_hello_db:password"},
+                # report to the stack's GitHub double (docs/github.md)
+                "github": {"repo": SAMPLE_REPO, "conn_id": "faye_github"},
                 "test": {
                     "image": image,
                     "command": ["sh", "-c", 'wget -qO- "$PREVIEW_URL" | grep -q "$GIT_SHA"'],

@@ -27,6 +27,7 @@ PORTS: dict[str, tuple[int, str]] = {
     "worker_log": (5, "FAYE_WORKER_LOG_PORT"),
     "trigger_log": (6, "FAYE_TRIGGER_LOG_PORT"),
     "cloud_run_grpc": (7, "FAYE_CLOUD_RUN_GRPC_PORT"),
+    "github": (8, "FAYE_GITHUB_PORT"),
 }
 
 EXECUTORS = ("local", "celery")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from faye_plugin.exceptions import StackError
-from faye_plugin.stack import airflow, caddy, catalogue, packages, podman, registry, sample, tls
+from faye_plugin.stack import airflow, caddy, catalogue, github, packages, podman, registry, sample, tls
 from faye_plugin.stack.config import StackConfig
 from faye_plugin.stack.processes import ProcessSpec, Supervisor, port_free
 
@@ -96,6 +96,7 @@ class Stack:
         out: list[tuple[ProcessSpec, tuple[str, ...]]] = [
             (registry.service_spec(self.cfg, env), ("registry",)),
             (caddy.service_spec(self.cfg, env), ("proxy", "proxy_admin")),
+            (github.service_spec(self.cfg, env), ("github",)),
         ]
         for host in self.cfg.docker_hosts:
             keys = (f"docker_{host}",) if self.cfg.docker_port(host) else ()
@@ -165,6 +166,7 @@ class Stack:
         out |= {
             "registry": HEALTHY if http_ok(registry.health_url(cfg)) else UNHEALTHY,
             "proxy": HEALTHY if http_ok(caddy.health_url(cfg)) else UNHEALTHY,
+            "github": HEALTHY if http_ok(github.health_url(cfg)) else UNHEALTHY,
         }
         for host in cfg.docker_hosts:
             out[f"docker_{host}"] = HEALTHY if podman.ping(cfg.docker_endpoint(host)) else UNHEALTHY
@@ -229,7 +231,7 @@ class Stack:
             pid = self.sup.start(spec)
             if already is None:
                 self.say(f"started {spec.name} (pid {pid})")
-        parts = ["registry", "proxy", *[f"docker_{h}" for h in cfg.docker_hosts]]
+        parts = ["registry", "proxy", "github", *[f"docker_{h}" for h in cfg.docker_hosts]]
         if emulator_available():
             parts.append("cloud_run")
         else:
@@ -316,6 +318,8 @@ class Stack:
             "cloud_run_url": cfg.url("cloud_run"),
             "cloud_run_grpc_endpoint": f"127.0.0.1:{cfg.ports['cloud_run_grpc']}",
             "cloud_run_grpc_ca": str(self.emulator_tls_dir / tls.CA_FILE),
+            "github_url": cfg.url("github"),
+            "github_repo": github.SAMPLE_REPO,
             "build_docker_url": cfg.docker_url("build"),
             "run_docker_url": cfg.docker_url("run"),
             "test_docker_urls": [cfg.docker_url(h) for h in cfg.test_server_names],

@@ -91,7 +91,8 @@ def test_a_teardown_removes_everything_and_twice_is_green(stack, airflow_api, pe
     )
     tis = airflow_api.task_instances("faye_teardown", done["dag_run_id"])
     assert {k: v["state"] for k, v in tis.items()} == dict.fromkeys(
-        ("stop_deploys", "remove_route", "remove_tag_and_record", "teardown_outcome"), "success"
+        ("stop_deploys", "remove_route", "remove_tag_and_record", "teardown_outcome", "report_teardown"),
+        "success",
     )
     assert _left(peers, PR_CLOSED) == GONE
     assert _through_proxy(stack, outcome["slot_url"]).status_code == 404
@@ -179,6 +180,22 @@ def test_a_rollback_serves_the_older_sha_on_the_same_slot_url(stack, airflow_api
     assert (record.sha, record.revision, record.slot) == (older, first["revision"], first["slot"])
     assert tag_revision(_service(peers), f"pr-{PR_ROLLED}") == first["revision"]
     assert _doctor(PR_ROLLED) == []
+    # GitHub (the stack's double): the newest deployment of the PR is the older commit, live at the
+    # same slot URL; every other one is inactive; the comment says rolled back
+    github = requests.get(f"{stack['github_url']}/_double/state", timeout=10).json()["local/hello"]
+    mine = sorted(
+        (d for d in github["deployments"] if d["environment"] == f"preview/hello/pr-{PR_ROLLED}"),
+        key=lambda d: d["id"],
+    )
+    assert (mine[-1]["sha"], mine[-1]["task"], mine[-1]["statuses"][0]["state"]) == (
+        older,
+        "deploy:rollback",
+        "success",
+    )
+    assert mine[-1]["statuses"][0]["environment_url"] == first["slot_url"]
+    assert {d["statuses"][0]["state"] for d in mine[:-1]} == {"inactive"}
+    [comment] = [c for c in github["comments"] if c["issue_url"].endswith(f"/issues/{PR_ROLLED}")]
+    assert f"rolled back to `{older[:7]}`" in comment["body"], comment["body"]
 
     # expire: the next cleanup removes it
     proc = faye("expire", SERVICE, str(PR_ROLLED), check=False)

@@ -116,6 +116,7 @@ def race_catalogue(stack: dict[str, Any], stack_process_env: dict[str, str]) -> 
     race = json.loads(json.dumps(data["services"]["hello"]))
     race["cloud_run"]["service"] = RACE_SERVICE
     race["slots"] = list(RACE_SLOTS)
+    race.pop("github", None)  # no repository of its own: it reports nothing
     data["services"][RACE_SERVICE] = race
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     clear_previews(RACE_SERVICE)

@@ -72,3 +72,43 @@ def test_max_lifetime_is_per_service_with_a_catalogue_default() -> None:
     assert parse_catalogue(own).service("hello").max_lifetime_hours == 6
     with pytest.raises(CatalogueError, match="max_lifetime_hours: expected at least 1 hour"):
         parse_catalogue({**DOC, "defaults": {"max_lifetime_hours": 0}})
+
+
+def _with_github(block: object) -> dict:
+    doc = yaml.safe_load(yaml.safe_dump(DOC))
+    doc["services"]["hello"]["github"] = block
+    return doc
+
+
+def test_github_block_is_optional_and_defaults_its_connection() -> None:
+    assert parse_catalogue(DOC).service("hello").github is None
+    target = parse_catalogue(_with_github({"repo": "local/hello"})).service("hello").github
+    assert target is not None and (target.repo, target.conn_id) == ("local/hello", "faye_github")
+    other = parse_catalogue(_with_github({"repo": "acme/web.site", "conn_id": "gh_acme"})).service("hello")
+    assert other.github is not None and other.github.conn_id == "gh_acme"
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ("local/hello", r"services\.hello\.github: expected a mapping"),
+        ({}, r"services\.hello\.github\.repo: expected owner/name, got None"),
+        ({"repo": "hello"}, r"github\.repo: expected owner/name, got 'hello'"),
+        ({"repo": "a/b/c"}, r"github\.repo: expected owner/name"),
+        ({"repo": "a/b", "conn_id": ""}, r"github\.conn_id: expected an Airflow connection id"),
+        ({"repo": "a/b", "conn_id": 5}, r"github\.conn_id: expected an Airflow connection id, got 5"),
+        ({"repo": "a/b", "token": "x"}, r"github: unknown key\(s\) token \(known: repo, conn_id\)"),
+    ],
+)
+def test_bad_github_blocks_are_refused(block: object, message: str) -> None:
+    with pytest.raises(CatalogueError, match=message):
+        parse_catalogue(_with_github(block))
+
+
+def test_the_local_stacks_catalogue_reports_hello_to_the_double(tmp_path: Path) -> None:
+    from faye_plugin.stack import catalogue as stack_catalogue
+    from faye_plugin.stack.config import StackConfig
+
+    cfg = StackConfig.from_env({"FAYE_HOME": str(tmp_path)})
+    target = parse_catalogue(stack_catalogue.render(cfg)).service("hello").github
+    assert target is not None and (target.repo, target.conn_id) == ("local/hello", "faye_github")

@@ -128,3 +128,40 @@ def test_no_noop_when_the_expiry_write_did_not_extend_the_checked_preview(extend
     expiry = {"extended_revision": extended}
     assert steps.should_build({"force_build": False}, cloud_run, {"image": "x"}, expiry) == ["join"]
     assert steps.should_build({"force_build": False}, cloud_run, None, expiry) == ["build"]
+
+
+def test_github_reports_beside_the_reads_and_last_without_deciding_the_run(bag) -> None:
+    dag = bag.dags["faye_deploy"]
+    started = dag.get_task("report_started")
+    assert started.upstream_task_ids == {"get_cloud_run_config"}
+    assert started.downstream_task_ids == {"report_outcome"}  # nothing of the deploy waits for it
+    reported = dag.get_task("report_outcome")
+    assert reported.upstream_task_ids == {"preview_url", "test.run_tests", "report_started"}
+    assert reported.downstream_task_ids == set()
+    # a teardown task: runs whatever happened; its failure does not fail the run
+    assert reported.is_teardown and not reported.on_failure_fail_dagrun
+    assert reported.trigger_rule == "all_done_setup_success"
+    # every task of the deploy is done before it looks at the run
+    assert set(dag.task_ids) - {"report_outcome"} <= reported.get_flat_relative_ids(upstream=True)
+
+
+def test_teardown_reports_to_github_after_its_outcome(bag) -> None:
+    dag = bag.dags["faye_teardown"]
+    report = dag.get_task("report_teardown")
+    assert report.upstream_task_ids == {"teardown_outcome"}
+    assert report.is_teardown and not report.on_failure_fail_dagrun
+    order = [t.task_id for t in dag.topological_sort()]
+    assert order == [
+        "stop_deploys",
+        "remove_route",
+        "remove_tag_and_record",
+        "teardown_outcome",
+        "report_teardown",
+    ]
+
+
+def test_rollback_reports_to_github_after_its_outcome(bag) -> None:
+    dag = bag.dags["faye_rollback"]
+    report = dag.get_task("report_rollback")
+    assert report.upstream_task_ids == {"rollback_outcome"}
+    assert report.is_teardown and not report.on_failure_fail_dagrun

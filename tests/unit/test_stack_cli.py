@@ -38,6 +38,7 @@ def test_status_json_of_a_stack_that_never_ran(
         "proxy_admin_url",
         "registry_url",
         "cloud_run_url",
+        "github_url",
         "sample_repo",
     ):
         assert key in status
