@@ -55,7 +55,7 @@ MODULES = (
     "faye_plugin.operators.proxy",
     "faye_plugin.operators.queue",
     "faye_plugin.operators.test_runner",
-    "faye_plugin.operators.removal",
+    "faye_plugin.removal",
     "faye_plugin.operators.teardown",
     "faye_plugin.repair",
     "faye_plugin.dags.deploy",

@@ -348,7 +348,7 @@ def repair_service(
     spec: ServiceSpec, *, cloud_run: CloudRunPreviewHook, proxy: ProxyHook, inflight: InFlight
 ) -> list[Repair]:
     """Decide and apply the repairs of one service: routes first, then records, then stray tags."""
-    from faye_plugin.operators.removal import remove_lost_previews
+    from faye_plugin.removal import remove_lost_previews
 
     target = spec.cloud_run
     service = cloud_run.get_service(project=target.project, region=target.region, service=target.service)

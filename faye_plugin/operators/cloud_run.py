@@ -416,7 +416,7 @@ class RemovePreviewOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from faye_plugin.hooks.proxy import ProxyHook
-        from faye_plugin.operators.removal import remove_preview, still_expired
+        from faye_plugin.removal import remove_preview, still_expired
 
         spec = _spec(str(self.service))
         pr = int(self.pr)
@@ -449,7 +449,7 @@ class RemoveExpiredPreviewsOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from faye_plugin.hooks.proxy import ProxyHook
-        from faye_plugin.operators.removal import remove_expired_previews
+        from faye_plugin.removal import remove_expired_previews
 
         if not isinstance(self.prs, list) or not all(isinstance(pr, int) for pr in self.prs):
             raise InvalidRequestError(f"prs: expected a list of PR numbers, got {self.prs!r}")

@@ -49,7 +49,7 @@ class ReleaseSlotOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from faye_plugin import preview_state
         from faye_plugin.hooks.cloud_run import CloudRunPreviewHook
-        from faye_plugin.operators.removal import remove_preview
+        from faye_plugin.removal import remove_preview
 
         catalogue = load_catalogue()
         spec = catalogue.service(str(self.service))

@@ -9,7 +9,7 @@
 - ``remove_route`` (:class:`RemoveRoutesOperator`): the PR's slot routes, first (no hostname routes to
   a tag that is gone).
 - ``remove_tag_and_record`` (:class:`RemoveTagAndRecordOperator`): the tag and the record (its slot
-  claim) in one etag-guarded write (:func:`faye_plugin.operators.removal.remove_preview`, a
+  claim) in one etag-guarded write (:func:`faye_plugin.removal.remove_preview`, a
   :mod:`faye_plugin.preview_state` transition).
 
 Each is idempotent: a PR with no preview changes nothing. The two removals check on a fresh read that
@@ -244,7 +244,7 @@ class RemoveRoutesOperator(BaseOperator):
 class RemoveTagAndRecordOperator(BaseOperator):
     """Remove the PR's Cloud Run tag and its record (slot claim) in one etag-guarded write. Idempotent.
 
-    Returns what :func:`faye_plugin.operators.removal.remove_preview` did (``routes_removed``,
+    Returns what :func:`faye_plugin.removal.remove_preview` did (``routes_removed``,
     ``tag_removed``, ``record_removed``, ``skipped``).
 
     :param service: the catalogue's service name (templated).
@@ -261,7 +261,7 @@ class RemoveTagAndRecordOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from faye_plugin.hooks.proxy import ProxyHook
-        from faye_plugin.operators.removal import remove_preview
+        from faye_plugin.removal import remove_preview
 
         spec = load_catalogue().service(str(self.service))
         pr = int(self.pr)

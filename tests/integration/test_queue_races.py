@@ -131,8 +131,8 @@ def clear_previews(service: str, prs: set[int] | None = None) -> None:
     from faye_plugin.catalogue import load_catalogue
     from faye_plugin.hooks.cloud_run import CloudRunPreviewHook
     from faye_plugin.hooks.proxy import ProxyHook
-    from faye_plugin.operators.removal import remove_preview
     from faye_plugin.preview_state import PreviewState
+    from faye_plugin.removal import remove_preview
 
     spec = load_catalogue().service(service)
     cloud_run = CloudRunPreviewHook(gcp_conn_id=spec.cloud_run.gcp_conn_id)

@@ -73,8 +73,8 @@ def _deploy(api: AirflowAPI, pr: int, sha: str) -> str:
 
 def _clear(peers: dict[str, Any], prs: set[int] | None = None) -> None:
     """Remove every preview of ``hello`` (or those of ``prs``): the tests start from known state."""
-    from faye_plugin.operators.removal import remove_preview
     from faye_plugin.preview_state import PreviewState
+    from faye_plugin.removal import remove_preview
 
     found = {r.pr for r in PreviewState.read(_service(peers))}
     found |= {int(r.pr) for r in peers["proxy"].list_slot_routes() if r.service == SERVICE}

@@ -301,7 +301,7 @@ def test_expired_previews_of_a_service_go_in_one_write(
     a live one, a pinned one and one redeployed between the listing and the write are kept."""
     from faye_plugin.catalogue import CloudRunTarget, ServiceSpec
     from faye_plugin.hooks.proxy import ProxyHook
-    from faye_plugin.operators.removal import remove_expired_previews
+    from faye_plugin.removal import remove_expired_previews
 
     proxy_conn = {
         "conn_type": "faye_proxy",
