@@ -3,9 +3,9 @@
 A FastAPI app that faye's plugin mounts on the api-server (``fastapi_apps``, prefix ``/faye``) and
 shows in the navigation (``external_views``: an iframe under Browse). Plugin apps are mounted with
 ``app.mount()`` and inherit none of the core API's auth, so this one asks for it itself: every route
-needs read access to ``faye_deploy`` (no token or cookie: 401; a user without it: 403); pinning
-needs edit access to it, and tear down / roll back need the right to trigger ``faye_teardown`` /
-``faye_rollback`` themselves (Airflow's ``requires_access_dag``, as the edge3 provider's plugin
+needs read access to ``faye_deploy`` (no token or cookie: 401; a user without it: 403); every
+action needs edit access to it, and tear down / roll back also the right to trigger ``faye_teardown``
+/ ``faye_rollback`` themselves (Airflow's ``requires_access_dag``, as the edge3 provider's plugin
 guards its UI routes). The page reads the API-server's JWT cookie, so the iframe needs no log-in
 of its own.
 
@@ -244,13 +244,15 @@ def create_app() -> FastAPI:
 
 
 def _add_action(app: FastAPI, path: str, dag_id: str) -> None:
-    """``POST /previews/<path>``: trigger ``dag_id`` for one preview. It needs what Airflow's own
-    ``POST /dags/{dag_id}/dagRuns`` needs: the right to create a run of ``dag_id`` itself."""
+    """``POST /previews/<path>``: trigger ``dag_id`` for one preview. It needs edit access to
+    ``faye_deploy`` (as every action of the page) and what Airflow's own ``POST /dags/{dag_id}/dagRuns``
+    needs: the right to create a run of ``dag_id`` itself."""
 
     @app.post(
         f"{PAGE_PATH}{path}",
         dependencies=[
-            Depends(requires_access_dag("POST", access_entity=DagAccessEntity.RUN, param_dag_id=dag_id))
+            Depends(requires_access_dag("PUT", param_dag_id=DEPLOY_DAG)),
+            Depends(requires_access_dag("POST", access_entity=DagAccessEntity.RUN, param_dag_id=dag_id)),
         ],
         name=path,
     )
