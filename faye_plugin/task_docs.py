@@ -104,6 +104,10 @@ TASK_DOCS: dict[str, str] = {
         "GitHub: the PR's deployments become `inactive` and its faye comment says the preview was torn "
         "down. Red here never fails the run."
     ),
+    "report_expired": (
+        "GitHub: for each expired preview `remove_expired` removed, the PR's deployments become "
+        "`inactive` and its faye comment says it expired. Red here never fails the cleanup."
+    ),
     "report_rollback": (
         "GitHub: a new deployment of the commit the preview serves again, `success` at the same slot URL "
         "(the PR's others `inactive`), and the comment says rolled back. Red here never fails the run."

@@ -200,6 +200,7 @@ def _rollback_targets(service: Any, revisions: list[Any]) -> set[str]:
 def build_cleanup_dag(dag_id: str = DAG_ID, *, every: timedelta = timedelta(minutes=15)) -> DAG:
     """Return the cleanup DAG, scheduled ``every`` interval, one run at a time."""
     from faye_plugin.operators.cloud_run import RemoveExpiredPreviewsOperator
+    from faye_plugin.operators.github import ReportExpiredOperator
 
     with DAG(
         dag_id=dag_id,
@@ -232,5 +233,9 @@ def build_cleanup_dag(dag_id: str = DAG_ID, *, every: timedelta = timedelta(minu
         def remove_unused_revisions() -> list[str]:
             return prune_revisions()
 
+        # GitHub (services with a github block): a teardown task, so a failed report never fails the
+        # cleanup; it reports what the removals did, whichever of them failed.
+        reported = ReportExpiredOperator(task_id="report_expired", removals=removed.output).as_teardown()
+        removed >> reported
         removed >> repair_lost() >> remove_dangling() >> remove_unused_revisions()
     return document(dag)

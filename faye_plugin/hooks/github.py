@@ -137,6 +137,18 @@ class GithubReportHook(BaseHook):
         """The repository, lazily (no request until a call)."""
         return self.client.get_repo(self.repo, lazy=True)
 
+    def pull_request_url(self, pr: int) -> str:
+        """The pull request's web page, made without a request: ``github.com`` for the public API,
+        the host of an Enterprise server's ``/api/v3``, else the API's own base (the local double)."""
+        base = str(self.client.requester.base_url).rstrip("/")
+        if base == "https://api.github.com":
+            web = "https://github.com"
+        elif base.endswith("/api/v3"):
+            web = base.removesuffix("/api/v3")
+        else:
+            web = base
+        return f"{web}/{self.repo}/pull/{pr}"
+
     # --- calls --------------------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one whole operation under faye's retry policy; name the connection on a refusal."""

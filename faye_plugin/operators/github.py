@@ -12,6 +12,8 @@ returns at once (None). Reporting never decides a preview's fate:
   tests' commit status ``faye/<service>/tests``, and the one comment per (service, PR).
 - ``report_teardown`` (:class:`ReportTeardownOperator`, ``faye_teardown``): the PR's deployments become
   ``inactive`` and the comment says the preview was torn down.
+- ``report_expired`` (:class:`ReportExpiredOperator`, ``faye_cleanup``): each expired preview it
+  removed, as for a teardown.
 - ``report_rollback`` (:class:`ReportRollbackOperator`, ``faye_rollback``): a new deployment of the
   commit the preview serves again, ``success`` at the same slot URL; the others of the PR ``inactive``;
   the comment says rolled back.
@@ -29,6 +31,7 @@ from airflow.sdk import BaseOperator
 
 from faye_plugin.catalogue import GithubTarget, load_catalogue
 from faye_plugin.exceptions import GithubReportError, SupersededError
+from faye_plugin.links import PullRequestLink
 from faye_plugin.task_errors import REASON_KEY
 
 if TYPE_CHECKING:
@@ -101,6 +104,7 @@ class ReportStartedOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("service", "pr", "git_sha")
+    operator_extra_links = (PullRequestLink(),)
 
     def __init__(self, *, service: str, pr: int | str, git_sha: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -118,8 +122,10 @@ class ReportStartedOperator(BaseOperator):
         pr = int(self.pr)
         environment = environment_name(self.service, pr)
         dag_run = context["dag_run"]
+        link = ""
         try:
             hook = _hook(target)
+            link = hook.pull_request_url(pr)
             deployment = hook.ensure_deployment(
                 environment,
                 self.git_sha,
@@ -135,9 +141,20 @@ class ReportStartedOperator(BaseOperator):
         except GithubReportError as err:
             # Reporting the start is a courtesy: report_outcome reports again (and fails visibly).
             self.log.warning("Could not report the start to GitHub: %s (report_outcome tries again)", err)
-            return {"repo": target.repo, "environment": environment, "deployment_id": None, "error": str(err)}
+            return {
+                "repo": target.repo,
+                "environment": environment,
+                "deployment_id": None,
+                "error": str(err),
+                "pull_request_url": link,
+            }
         self.log.info("GitHub deployment %s of %s in %s: in_progress", deployment, target.repo, environment)
-        return {"repo": target.repo, "environment": environment, "deployment_id": deployment}
+        return {
+            "repo": target.repo,
+            "environment": environment,
+            "deployment_id": deployment,
+            "pull_request_url": link,
+        }
 
 
 def _states(context: Context) -> dict[str, str]:
@@ -303,29 +320,98 @@ class ReportTeardownOperator(BaseOperator):
             self.log.info("The teardown did not finish (see its failed step): nothing to report")
             return None
         dag_run = context["dag_run"]
-        pr = int(self.pr)
-        link = run_url(dag_run.dag_id, dag_run.run_id)
-        hook = _hook(target)
-        made_inactive = []
-        for deployment in hook.deployments(environment_name(self.service, pr)):
-            if deployment.state != "inactive":
-                hook.post_deployment_status(
-                    deployment.id, "inactive", description="preview torn down", log_url=link
-                )
-                made_inactive.append(deployment.id)
-        when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         what = "nothing was left to remove" if summary.get("noop") else "route, tag and record removed"
-        body = comment_body(
+        return report_gone(
+            target,
             self.service,
-            pr,
-            headline="🗑️ torn down",
-            rows=[("Preview", f"torn down at {when} ({what})"), ("Run", f"[{dag_run.run_id}]({link})")],
+            int(self.pr),
+            dag_id=dag_run.dag_id,
+            run_id=dag_run.run_id,
+            done="torn down",
+            what=what,
         )
-        comment = hook.update_comment(pr, _marker(self.service), body)
-        self.log.info(
-            "Reported the teardown to %s: inactive %s, comment %s", target.repo, made_inactive, comment
-        )
-        return {"inactive": made_inactive, "comment_id": comment}
+
+
+def report_gone(
+    target: GithubTarget, service: str, pr: int, *, dag_id: str, run_id: str, done: str, what: str
+) -> dict[str, Any]:
+    """A preview that is gone (``done``: "torn down", "expired"): the PR's deployments become
+    ``inactive`` and the comment says what happened, when, and by which run."""
+    import logging
+
+    link = run_url(dag_id, run_id)
+    hook = _hook(target)
+    made_inactive = []
+    for deployment in hook.deployments(environment_name(service, pr)):
+        if deployment.state != "inactive":
+            hook.post_deployment_status(
+                deployment.id, "inactive", description=f"preview {done}", log_url=link
+            )
+            made_inactive.append(deployment.id)
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    icon = {"torn down": "🗑️", "expired": "⌛"}.get(done, "🗑️")
+    body = comment_body(
+        service,
+        pr,
+        headline=f"{icon} {done}",
+        rows=[("Preview", f"{done} at {when} ({what})"), ("Run", f"[{run_id}]({link})")],
+    )
+    comment = hook.update_comment(pr, _marker(service), body)
+    logging.getLogger(__name__).info(
+        "Reported %s PR %d %s to %s: inactive %s, comment %s",
+        service,
+        pr,
+        done,
+        target.repo,
+        made_inactive,
+        comment,
+    )
+    return {"inactive": made_inactive, "comment_id": comment}
+
+
+class ReportExpiredOperator(BaseOperator):
+    """After ``faye_cleanup``'s ``remove_expired``: each removed preview of a service with a ``github``
+    block is reported gone (deployments ``inactive``, the comment says expired).
+
+    :param removals: what the mapped ``remove_expired`` returned, one ``{"service", "removed": [PR],
+        "kept"}`` per service (templated: pass its XComArg).
+    """
+
+    template_fields: Sequence[str] = ("removals",)
+
+    def __init__(self, *, removals: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.removals = removals
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        dag_run = context["dag_run"]
+        reported, failed = [], []
+        for result in list(self.removals or []):
+            if not isinstance(result, dict):
+                continue
+            service = str(result.get("service"))
+            target = _target(service)
+            for pr in result.get("removed") or []:  # the PRs whose record went
+                if target is None:
+                    continue
+                try:
+                    report_gone(
+                        target,
+                        service,
+                        int(pr),
+                        dag_id=dag_run.dag_id,
+                        run_id=dag_run.run_id,
+                        done="expired",
+                        what="removed by faye_cleanup",
+                    )
+                except GithubReportError as err:
+                    failed.append(f"{service} PR {pr}: {err}")
+                    continue
+                reported.append({"service": service, "pr": int(pr)})
+        if failed:
+            raise GithubReportError("; ".join(failed))
+        self.log.info("Reported %d expired preview(s) to GitHub", len(reported))
+        return reported
 
 
 class ReportRollbackOperator(BaseOperator):

@@ -17,6 +17,7 @@ from airflow.sdk import BaseOperator
 from faye_plugin.catalogue import load_catalogue
 from faye_plugin.exceptions import CatalogueError, FayeError, SlotBusyError
 from faye_plugin.hooks.proxy import ProxyHook, SlotRoute
+from faye_plugin.links import PreviewLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -148,6 +149,7 @@ class UpdateProxyOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("service", "preview")
     ui_color = "#e0ffe0"
+    operator_extra_links = (PreviewLink(),)
 
     def __init__(self, *, service: str, preview: dict[str, Any] | str, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -73,6 +73,9 @@ def _ours(repo: dict[str, Any], pr: int) -> tuple[list[dict[str, Any]], list[dic
 def test_a_deploy_reports_a_deployment_a_status_and_one_comment(stack, airflow_api, shas) -> None:
     sha = shas[0]
     _open_pr(stack, PR_REPORTED, sha)
+    # from no preview (a kept stack may still serve this PR: the deploy would be a no-op, untested)
+    removed, _ = _run(airflow_api, "faye_teardown", {"service": SERVICE, "pr": PR_REPORTED})
+    assert removed["state"] == "success", removed
     done, states = _run(airflow_api, "faye_deploy", {"service": SERVICE, "pr": PR_REPORTED, "git_sha": sha})
     assert done["state"] == "success", states
     assert states["report_started"] == states["report_outcome"] == "success", states
@@ -96,7 +99,16 @@ def test_a_deploy_reports_a_deployment_a_status_and_one_comment(stack, airflow_a
         s for s in _repo(stack)["statuses"] if s["url"].endswith(sha) and s["context"] == "faye/hello/tests"
     ]
     assert tests and {s["state"] for s in tests} == {"success"}
-    assert "test.run_tests" in tests[-1]["target_url"] and done["dag_run_id"] in tests[-1]["target_url"]
+    # this run's status (a kept stack's double may hold an earlier run's for the same sha)
+    assert any(s["target_url"].endswith(f"/runs/{done['dag_run_id']}/tasks/test.run_tests") for s in tests), (
+        tests
+    )
+
+    # the extra links the UI shows on the tasks: "Preview" on update_proxy, "Pull request" on report_started
+    tis = f"dags/faye_deploy/dagRuns/{done['dag_run_id']}/taskInstances"
+    assert airflow_api.get(f"{tis}/update_proxy/links")["extra_links"] == {"Preview": outcome["slot_url"]}
+    pull = f"{stack['github_url']}/{REPO}/pull/{PR_REPORTED}"
+    assert airflow_api.get(f"{tis}/report_started/links")["extra_links"] == {"Pull request": pull}
 
     [comment] = comments
     for words in (outcome["slot_url"], sha[:7], "passed", done["dag_run_id"], "Expires"):

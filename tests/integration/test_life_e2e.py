@@ -248,6 +248,12 @@ def test_rollback_errors_and_the_maximum_lifetime(stack, airflow_api, peers, sha
     _cleanup(airflow_api)
     assert _left(peers, PR_OLD) == GONE
     assert _doctor(PR_OLD) == []
+    # and the pull request is told: every deployment of its environment inactive, the comment says expired
+    github = requests.get(f"{stack['github_url']}/_double/state", timeout=10).json()["local/hello"]
+    mine = [d for d in github["deployments"] if d["environment"] == f"preview/hello/pr-{PR_OLD}"]
+    assert mine and {d["statuses"][0]["state"] for d in mine} == {"inactive"}, mine
+    [comment] = [c for c in github["comments"] if c["issue_url"].endswith(f"/issues/{PR_OLD}")]
+    assert "expired" in comment["body"] and "faye_cleanup" in comment["body"], comment["body"]
 
 
 def test_the_previews_page_triggers_a_teardown(stack, airflow_api) -> None:

@@ -202,3 +202,20 @@ def test_a_pr_nobody_opened_is_404_unless_the_double_opens_any_pr(double: str, m
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("host", "page"),
+    [
+        ("https://api.github.com", "https://github.com/local/hello/pull/7"),
+        ("https://ghe.example.com/api/v3", "https://ghe.example.com/local/hello/pull/7"),
+        ("http://127.0.0.1:28808", "http://127.0.0.1:28808/local/hello/pull/7"),
+    ],
+)
+def test_the_pull_request_page_is_made_from_the_api_base_without_a_request(
+    host: str, page: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = {"conn_type": "github", "host": host, "password": TOKEN}
+    monkeypatch.setenv("AIRFLOW_CONN_FAYE_GITHUB_PAGES", json.dumps(conn))
+    hook = GithubReportHook(REPO, "faye_github_pages", policy=RetryPolicy(attempts=1))
+    assert hook.pull_request_url(7) == page  # the hosts do not exist: no request was made
