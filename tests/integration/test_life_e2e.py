@@ -9,6 +9,7 @@ preview's answer through the proxy) and ``faye doctor``. PRs 801-804 of the cata
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -81,9 +82,13 @@ def test_a_teardown_removes_everything_and_twice_is_green(stack, airflow_api, pe
     outcome = _deploy(airflow_api, PR_CLOSED, shas[0])
     assert _left(peers, PR_CLOSED)["tag"] and _through_proxy(stack, outcome["slot_url"]).status_code == 200
 
+    # close through the CLI (it waits for the run and prints its outcome)
     started = time.monotonic()
-    done = _run(airflow_api, "faye_teardown", {"service": SERVICE, "pr": PR_CLOSED})
+    proc = faye("teardown", SERVICE, str(PR_CLOSED), check=False)
     print(f"teardown took {time.monotonic() - started:.1f} s")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [run_id] = re.findall(rf"triggered faye_teardown run (hello-pr-{PR_CLOSED}-teardown-\S+)", proc.stdout)
+    done = airflow_api.get(f"dags/faye_teardown/dagRuns/{run_id}")
     assert done["state"] == "success", done
     assert (
         done["note"]
@@ -97,12 +102,17 @@ def test_a_teardown_removes_everything_and_twice_is_green(stack, airflow_api, pe
     assert _left(peers, PR_CLOSED) == GONE
     assert _through_proxy(stack, outcome["slot_url"]).status_code == 404
     assert _doctor(PR_CLOSED) == []
+    # the pull request is told: its deployment inactive, its comment says torn down
+    github = requests.get(f"{stack['github_url']}/_double/state", timeout=10).json()["local/hello"]
+    mine = [d for d in github["deployments"] if d["environment"] == f"preview/hello/pr-{PR_CLOSED}"]
+    assert mine and {d["statuses"][0]["state"] for d in mine} == {"inactive"}, mine
+    [comment] = [c for c in github["comments"] if c["issue_url"].endswith(f"/issues/{PR_CLOSED}")]
+    assert "torn down" in comment["body"] and run_id in comment["body"], comment["body"]
 
-    # again, through the CLI: a green no-op that says so
-    proc = faye("teardown", SERVICE, str(PR_CLOSED), check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"triggered faye_teardown run hello-pr-{PR_CLOSED}-teardown-" in proc.stdout
-    assert proc.stdout.rstrip().endswith(f"no change: hello PR {PR_CLOSED} has no preview"), proc.stdout
+    # again, through the REST API: a green no-op that says so
+    again = _run(airflow_api, "faye_teardown", {"service": SERVICE, "pr": PR_CLOSED})
+    assert again["state"] == "success", again
+    assert again["note"] == f"no change: hello PR {PR_CLOSED} has no preview", again
     assert _left(peers, PR_CLOSED) == GONE
 
 
