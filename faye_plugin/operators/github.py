@@ -30,7 +30,7 @@ from urllib.parse import quote
 from airflow.sdk import BaseOperator
 
 from faye_plugin.catalogue import GithubTarget, load_catalogue
-from faye_plugin.exceptions import GithubReportError, SupersededError
+from faye_plugin.exceptions import FayeError, GithubReportError, SupersededError
 from faye_plugin.links import PullRequestLink
 from faye_plugin.task_errors import REASON_KEY
 
@@ -192,6 +192,41 @@ class ReportOutcomeOperator(BaseOperator):
         self.git_sha = git_sha
 
     def execute(self, context: Context) -> dict[str, Any] | None:
+        evicted = self._report_evicted(context)
+        result = self._report(context)
+        if evicted:
+            raise GithubReportError(f"reporting the evicted previews failed: {'; '.join(evicted)}")
+        return result
+
+    def _report_evicted(self, context: Context) -> list[str]:
+        """Each preview ``release_slot`` removed to free the slot (of a service with a ``github``
+        block) is reported gone, as a teardown is; returns the reports that failed."""
+        ti: Any = context["ti"]
+        dag_run = context["dag_run"]
+        released = ti.xcom_pull(task_ids="release_slot") or {}
+        failed = []
+        for removal in released.get("released") or []:
+            if not (removal.get("record_removed") or removal.get("tag_removed")):
+                continue
+            service, pr = str(removal["service"]), int(removal["pr"])
+            try:
+                target = _target(service)
+                if target is None:
+                    continue
+                report_gone(
+                    target,
+                    service,
+                    pr,
+                    dag_id=dag_run.dag_id,
+                    run_id=dag_run.run_id,
+                    done="evicted",
+                    what=f"its slot {released.get('slot')} went to {self.service} PR {self.pr}",
+                )
+            except FayeError as err:
+                failed.append(f"{service} PR {pr}: {err}")
+        return failed
+
+    def _report(self, context: Context) -> dict[str, Any] | None:
         target = _target(self.service)
         if target is None:
             self.log.info("Service %s has no github block in the catalogue: nothing to report", self.service)
@@ -335,7 +370,7 @@ class ReportTeardownOperator(BaseOperator):
 def report_gone(
     target: GithubTarget, service: str, pr: int, *, dag_id: str, run_id: str, done: str, what: str
 ) -> dict[str, Any]:
-    """A preview that is gone (``done``: "torn down", "expired"): the PR's deployments become
+    """A preview that is gone (``done``: "torn down", "expired", "evicted"): the PR's deployments become
     ``inactive`` and the comment says what happened, when, and by which run."""
     import logging
 
@@ -349,7 +384,7 @@ def report_gone(
             )
             made_inactive.append(deployment.id)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    icon = {"torn down": "🗑️", "expired": "⌛"}.get(done, "🗑️")
+    icon = {"torn down": "🗑️", "expired": "⌛", "evicted": "↪️"}.get(done, "🗑️")
     body = comment_body(
         service,
         pr,

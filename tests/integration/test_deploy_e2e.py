@@ -363,6 +363,13 @@ def test_requested_slot_evicts_its_holder(stack, airflow_api, peers, first_deplo
     assert PreviewState.read(service).get(PR_OTHER).slot == slot  # type: ignore[union-attr]
     answer = _through_proxy(stack, first_deploy["outcome"]["slot_url"])
     assert answer.status_code == 200 and answer.headers["X-Faye-Pr"] == str(PR_OTHER)
+    # the evicted PR is told on GitHub: its deployments inactive, its comment names the slot's new holder
+    assert tis["report_outcome"]["state"] == "success"
+    github = requests.get(f"{stack['github_url']}/_double/state", timeout=10).json()["local/hello"]
+    evicted = [d for d in github["deployments"] if d["environment"] == f"preview/hello/pr-{PR_MAIN}"]
+    assert evicted and {d["statuses"][0]["state"] for d in evicted} == {"inactive"}, evicted
+    [comment] = [c for c in github["comments"] if c["issue_url"].endswith(f"/issues/{PR_MAIN}")]
+    assert "evicted" in comment["body"] and f"went to hello PR {PR_OTHER}" in comment["body"], comment["body"]
 
 
 CRASH_SERVICE, CRASH_SLOT = "hello-crash", "zcrash"
