@@ -6,7 +6,9 @@ comment faye left on the PR on the stack's GitHub double (the PR is opened there
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -17,6 +19,7 @@ from faye_plugin.stack.config import StackConfig
 from faye_plugin.stack.manager import Stack
 
 SERVICE = "hello"
+DEPLOY_DAG = "faye_deploy"
 
 
 def fetch_through_proxy(proxy_url: str, preview_url: str, timeout: float = 10.0) -> requests.Response:
@@ -30,8 +33,40 @@ def fetch_through_proxy(proxy_url: str, preview_url: str, timeout: float = 10.0)
     return requests.get(f"{proxy_url.rstrip('/')}{path}", headers={"Host": host}, timeout=timeout)
 
 
+def open_pull_request(github: str, repo: str, pr: int, sha: str, timeout: float = 60.0) -> str | None:
+    """Open PR ``pr`` at ``sha`` on the GitHub double, which delivers the signed ``pull_request`` webhook
+    to faye; return the faye_deploy run the webhook triggered (None: no event was sent, e.g. the PR is
+    open at that sha already, or the webhook started no deploy within ``timeout``)."""
+
+    def deliveries() -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = requests.get(f"{github}/_double/deliveries", timeout=10).json()
+        return answer
+
+    before = {d["id"] for d in deliveries()}
+    pull = {"repo": repo, "number": pr, "head_sha": sha, "head_ref": "main"}
+    requests.post(f"{github}/_double/pulls", json=pull, timeout=10).raise_for_status()
+    print(f"opened PR {pr} of {repo} on the GitHub double ({github})")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        # the double records a delivery before it answers the POST: none now means no event
+        new = [d for d in deliveries() if d["id"] not in before and d["number"] == pr]
+        if not new:
+            return None
+        delivery = new[-1]
+        if delivery["status"] is None and not delivery["error"]:
+            time.sleep(0.5)  # sent, not answered yet
+            continue
+        runs = (delivery.get("answer") or {}).get("runs") or []
+        found = [str(r["run_id"]) for r in runs if r.get("dag_id") == DEPLOY_DAG]
+        if not found:
+            why = delivery["error"] or delivery["answer"]
+            print(f"the {delivery['action']} webhook was answered {delivery['status']}: {why}")
+        return found[0] if found else None
+    return None
+
+
 def _demo(args: argparse.Namespace) -> int:
-    from faye_plugin.cli.deploy import deploy
+    from faye_plugin.cli.deploy import deploy, follow
     from faye_plugin.stack.sample import head
 
     status = Stack(StackConfig.from_env()).status()
@@ -41,12 +76,15 @@ def _demo(args: argparse.Namespace) -> int:
         return 1
     sha = head(Path(status["sample_repo"]))
     github = status.get("github_url")
-    if github:
-        pull = {"repo": status["github_repo"], "number": args.pr, "head_sha": sha, "head_ref": "main"}
-        requests.post(f"{github}/_double/pulls", json=pull, timeout=10).raise_for_status()
-        print(f"opened PR {args.pr} of {status['github_repo']} on the GitHub double ({github})")
     client = AirflowApiClient(status["airflow_url"], status["airflow_username"], status["airflow_password"])
-    state, outcome = deploy(client, {"service": SERVICE, "pr": args.pr, "git_sha": sha})
+    run_id = open_pull_request(github, status["github_repo"], args.pr, sha) if github else None
+    if run_id is not None:
+        # GitHub's webhook started the deploy, as it would for a real pull request
+        print(f"the pull_request webhook triggered {DEPLOY_DAG} run {run_id}")
+        state = follow(client, DEPLOY_DAG, run_id)
+        outcome = client.xcom(DEPLOY_DAG, run_id, "preview_url") if state == "success" else None
+    else:
+        state, outcome = deploy(client, {"service": SERVICE, "pr": args.pr, "git_sha": sha})
     if state != "success" or not outcome:
         print(f"the deploy ended {state}: see `faye logs` or the Airflow UI at {status['airflow_url']}")
         return 1

@@ -21,7 +21,11 @@ Test-only endpoints (not GitHub's), under ``/_double/``: ``GET health``, ``POST 
 request, or moves an open one's head), ``GET state`` (everything), ``POST faults`` ``{"route": "POST
 /repos/{owner}/{repo}/deployments" or "*", "status": 500, "count": 1}`` (the next ``count`` calls of
 that route answer ``status``), ``DELETE faults``, ``GET requests`` (the last API requests received:
-method, route, body; for tests that check what a client sent).
+method, route, body; for tests that check what a client sent), ``POST push`` ``{"repo", "ref", "sha"}``
+(a push to a branch: its open pull requests move there), ``GET deliveries`` (the webhooks sent). With a
+webhook URL (``--webhook-url``; the local stack: faye's), opening, closing, reopening a pull request and
+a push to its branch deliver GitHub's signed ``pull_request`` events (``stack/github_webhooks.py``);
+``POST pulls`` with ``"deliver": false`` changes the state without one.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from faye_plugin.stack.github_webhooks import WEBHOOK_SECRET_ENV, WebhookSender
 
 DOCS = "https://docs.github.com/rest"
 BOT_LOGIN = "faye-double[bot]"
@@ -122,9 +128,17 @@ class Double:
     """Routing and GitHub's JSON shapes over :class:`GithubState`; served by :func:`make_server`."""
 
     def __init__(
-        self, state: GithubState, base_url: str, token: str | None = None, *, any_pull: bool = False
+        self,
+        state: GithubState,
+        base_url: str,
+        token: str | None = None,
+        *,
+        any_pull: bool = False,
+        webhooks: WebhookSender | None = None,
     ) -> None:
         self.state = state
+        # pull_request events to one webhook (the local stack: faye's), or none
+        self.webhooks = webhooks
         # the local stack's convenience: a PR number nobody opened exists (opened on first use), so
         # every deploy of the sample service can comment; GitHub (and the default) answers 404
         self.any_pull = any_pull
@@ -242,6 +256,9 @@ class Double:
             "html_url": html,
             "description": None,
             "fork": False,
+            "topics": [],
+            "visibility": "public",
+            "has_discussions": False,
             "url": url,
             **{key: url + suffix for key, suffix in templated.items()},
             "git_url": f"{html}.git",
@@ -436,6 +453,7 @@ class Double:
         pr = data["pulls"].get(str(pull_number))
         if pr is None:
             raise ApiError(404, "Not Found")
+        was = pr["state"]
         if "state" in body:
             if body["state"] not in ("open", "closed"):
                 raise _invalid("PullRequest", "state")
@@ -444,6 +462,8 @@ class Double:
         if "title" in body:
             pr["title"] = str(body["title"])
         pr["updated_at"] = _now()
+        if pr["state"] != was:
+            self.deliver("closed" if pr["state"] == "closed" else "reopened", f"{owner}/{repo}", data, pr)
         return 200, self.pull(f"{owner}/{repo}", data, pr)
 
     def _issue_exists(self, data: dict[str, Any], number: str) -> None:
@@ -655,6 +675,16 @@ class Double:
         number = int(body.get("number") or 1 + max((int(n) for n in data["pulls"]), default=0))
         now = _now()
         pr = data["pulls"].get(str(number))
+        before = "" if pr is None else str(pr["head_sha"])
+        action = (
+            "opened"
+            if pr is None
+            else "reopened"
+            if pr["state"] == "closed"
+            else "synchronize"
+            if pr["head_sha"] != head_sha
+            else ""
+        )
         if pr is None:
             pr = {
                 "id": self.state.new_id(),
@@ -668,7 +698,45 @@ class Double:
             }
             data["pulls"][str(number)] = pr
         pr.update(head_sha=head_sha, state="open", updated_at=now, closed_at=None)
+        if action and body.get("deliver", True):
+            self.deliver(action, full_name, data, pr, before)
         return 201, self.pull(full_name, data, pr)
+
+    def push(self, body: Any) -> tuple[int, Any]:
+        """A push of ``sha`` to branch ``ref``: each open pull request from that branch moves its head
+        there, and GitHub sends ``synchronize`` for it."""
+        full_name, ref, sha = (str(body.get(k) or "") for k in ("repo", "ref", "sha"))
+        if not re.fullmatch(r"[0-9a-f]{40}", sha):
+            raise _invalid("Push", "sha")
+        data = self.state.repo(*full_name.split("/", 1)) if "/" in full_name else None
+        if data is None:
+            raise ApiError(404, "Not Found")
+        ref = ref.removeprefix("refs/heads/")
+        moved = []
+        for pr in data["pulls"].values():
+            if pr["state"] == "open" and pr["head_ref"] == ref and pr["head_sha"] != sha:
+                before = pr["head_sha"]
+                pr.update(head_sha=sha, updated_at=_now())
+                self.deliver("synchronize", full_name, data, pr, before)
+                moved.append(pr["number"])
+        return 200, {"pulls": moved}
+
+    def deliver(
+        self, action: str, full_name: str, data: dict[str, Any], pr: dict[str, Any], before: str = ""
+    ) -> None:
+        """Send the ``pull_request`` event of ``action`` to the webhook, if one is set (``before``: the
+        head a ``synchronize`` moved from)."""
+        if self.webhooks is None:
+            return
+        payload: dict[str, Any] = {"action": action, "number": pr["number"]}
+        if action == "synchronize":
+            payload |= {"before": before, "after": pr["head_sha"]}
+        payload |= {
+            "pull_request": self.pull(full_name, data, pr),
+            "repository": self.repository(full_name, data),
+            "sender": self.user(),
+        }
+        self.webhooks.send("pull_request", payload)
 
     def dump(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -770,6 +838,12 @@ class Double:
             answer = self.open_pull(body or {})
             self.state.save()
             return answer
+        if (method, path) == ("POST", "/_double/push"):
+            answer = self.push(body or {})
+            self.state.save()
+            return answer
+        if (method, path) == ("GET", "/_double/deliveries"):
+            return 200, self.webhooks.listing() if self.webhooks else []
         if (method, path) == ("POST", "/_double/faults"):
             route, status, count = body.get("route"), body.get("status"), body.get("count", 1)
             if not isinstance(route, str) or not isinstance(status, int) or not isinstance(count, int):
@@ -821,12 +895,14 @@ def make_server(
     base_url: str | None = None,
     *,
     any_pull: bool = False,
+    webhooks: WebhookSender | None = None,
 ) -> ThreadingHTTPServer:
     """A server (not started) answering as the double; ``port`` 0 picks a free port."""
     server = ThreadingHTTPServer((host, port), _Handler)
     server.daemon_threads = True
     url = base_url or f"http://{host}:{server.server_address[1]}"
-    handler = type("Handler", (_Handler,), {"double": Double(state, url, token, any_pull=any_pull)})
+    double = Double(state, url, token, any_pull=any_pull, webhooks=webhooks)
+    handler = type("Handler", (_Handler,), {"double": double})
     server.RequestHandlerClass = handler
     return server
 
@@ -840,6 +916,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--any-pull", action="store_true", help="a PR number nobody opened exists (opened on first use)"
     )
+    parser.add_argument(
+        "--webhook-url", help=f"deliver pull_request events there, signed with ${WEBHOOK_SECRET_ENV}"
+    )
     args = parser.parse_args(argv)
     args.state_dir.mkdir(parents=True, exist_ok=True)
     state = GithubState(args.state_dir / "state.json")
@@ -847,7 +926,9 @@ def main(argv: list[str] | None = None) -> None:
         state.add_repo(full_name)
     state.save()
     token = os.environ.get(TOKEN_ENV) or None
-    server = make_server(args.host, args.port, state, token=token, any_pull=args.any_pull)
+    secret = os.environ.get(WEBHOOK_SECRET_ENV, "")
+    webhooks = WebhookSender(args.webhook_url, secret) if args.webhook_url and secret else None
+    server = make_server(args.host, args.port, state, token=token, any_pull=args.any_pull, webhooks=webhooks)
     server.serve_forever()
 
 

@@ -217,6 +217,7 @@ class Stack:
             airflow.ensure_database(cfg)
         if sample.ensure(cfg.sample_repo):
             self.say(f"created the sample repository {cfg.sample_repo}")
+        github.write_push_hook(cfg)
         written = catalogue.write(cfg)
         if written != "unchanged":
             self.say(f"catalogue {cfg.catalogue_path}: {written}")

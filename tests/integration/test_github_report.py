@@ -43,7 +43,11 @@ def _repo(stack: dict[str, Any]) -> dict[str, Any]:
 
 def _open_pr(stack: dict[str, Any], pr: int, sha: str) -> None:
     answer = _double(
-        stack, "/_double/pulls", method="POST", json={"repo": REPO, "number": pr, "head_sha": sha}
+        # without the webhook delivery (these tests trigger their runs themselves)
+        stack,
+        "/_double/pulls",
+        method="POST",
+        json={"repo": REPO, "number": pr, "head_sha": sha, "deliver": False},
     )
     assert answer.status_code == 201, answer.text
 
@@ -235,3 +239,79 @@ def test_a_failed_deploy_is_reported_as_a_failure_naming_its_step(stack, airflow
     assert "failed at build.build_image" in comment["body"] and broken[:7] in comment["body"]
     # no tests ran: no commit status for the broken commit
     assert not [s for s in _repo(stack)["statuses"] if s["url"].endswith(broken)]
+
+
+PR_LOOP = 8150  # and up: a PR number the double has not seen, so opening it is `opened` on a kept stack too
+
+
+def _delivered_run(stack: dict[str, Any], pr: int, action: str, seen: set[str]) -> dict[str, Any]:
+    """The run faye made for the double's newest ``action`` delivery of PR ``pr`` not in ``seen``."""
+    from faye_testing import wait_for
+
+    def answered() -> dict[str, Any] | None:
+        for delivery in reversed(_double(stack, "/_double/deliveries").json()):
+            if delivery["id"] in seen or (delivery["number"], delivery["action"]) != (pr, action):
+                continue
+            if delivery["status"] is None and not delivery["error"]:
+                return None
+            assert delivery["status"] == 202, delivery
+            seen.add(delivery["id"])
+            [run] = [r for r in delivery["answer"]["runs"] if r["run_id"].startswith(f"{SERVICE}-pr-{pr}-")]
+            return dict(run)
+        return None
+
+    return dict(wait_for(answered, f"the double's {action} webhook of PR {pr} answered", 60, every=0.5))
+
+
+def test_the_double_delivers_the_pull_requests_life_to_faye(stack, airflow_api, shas, tmp_path) -> None:
+    """No CI at all: a PR opened on the double deploys, a `git push` to its branch deploys the new head
+    (the sample repository's post-receive hook tells the double, which sends `synchronize`), closing
+    it tears the preview down; every event a signed webhook the double delivered itself."""
+    newer, older = shas
+    seen = {d["id"] for d in _double(stack, "/_double/deliveries").json()}
+    pr = max([p["number"] for p in _repo(stack)["pulls"] if p["number"] >= PR_LOOP] + [PR_LOOP - 1]) + 1
+    branch = f"feature-{pr}"
+    opened = _double(
+        stack,
+        "/_double/pulls",
+        method="POST",
+        json={"repo": REPO, "number": pr, "head_sha": older, "head_ref": branch},
+    )
+    assert opened.status_code == 201, opened.text
+    run = _delivered_run(stack, pr, "opened", seen)
+    assert run["dag_id"] == "faye_deploy"
+    done = airflow_api.wait_run("faye_deploy", run["run_id"], timeout=600)
+    assert done["state"] == "success", done
+    assert _outcome(airflow_api, run["run_id"])["sha"] == older
+
+    # a push of the newer commit to the PR's branch, through git
+    clone = tmp_path / "hello"
+    subprocess.run(["git", "clone", "-q", stack["sample_repo"], str(clone)], check=True)
+    pushed = subprocess.run(
+        ["git", "-C", str(clone), "push", "origin", f"{newer}:refs/heads/{branch}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f"pull request #{pr} moved to {newer[:7]}" in pushed.stderr, pushed.stderr
+    run = _delivered_run(stack, pr, "synchronize", seen)
+    done = airflow_api.wait_run("faye_deploy", run["run_id"], timeout=600)
+    assert done["state"] == "success", done
+    assert _outcome(airflow_api, run["run_id"])["sha"] == newer
+
+    # closed through GitHub's API (as a person's click does)
+    token = json.loads((Path(stack["state_dir"]) / "secrets.json").read_text())["github_token"]
+    closed = _double(
+        stack,
+        f"/repos/{REPO}/pulls/{pr}",
+        method="PATCH",
+        json={"state": "closed"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert closed.status_code == 200, closed.text
+    run = _delivered_run(stack, pr, "closed", seen)
+    assert run["dag_id"] == "faye_teardown"
+    done = airflow_api.wait_run("faye_teardown", run["run_id"], timeout=300)
+    assert done["state"] == "success", done
+    deployments, _ = _ours(_repo(stack), pr)
+    assert deployments and {d["statuses"][0]["state"] for d in deployments} == {"inactive"}, deployments

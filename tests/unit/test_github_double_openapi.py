@@ -5,66 +5,30 @@ Every route the double serves must exist in the description with that method, ev
 with no field the description does not name, and what faye's hook sends must validate against the
 operations' request bodies. So the double cannot drift from GitHub, and neither can faye's requests.
 
-The description is fetched once with ``npm pack`` into ``.cache/octokit/`` (the first run needs the npm
-registry; later runs are offline). OpenAPI 3.0's ``nullable`` becomes JSON Schema's ``null`` type.
+The description is fetched once with ``npm pack`` into ``.cache/octokit/`` (``tests/octokit_specs.py``).
+OpenAPI 3.0's ``nullable`` becomes JSON Schema's ``null`` type.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import tarfile
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from jsonschema import Draft4Validator
+from octokit_specs import REST, fetch
 
 from faye_plugin.hooks.github import GithubReportHook, marker
 from faye_plugin.stack.github_double import Double, GithubState, make_server
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CACHE = REPO_ROOT / ".cache" / "octokit"
-PACKAGE = "@octokit/openapi@23.0.2"
-MEMBER = "package/generated/api.github.com.json"
 SHA = "89abcdef0123456789abcdef0123456789abcdef"
 TOKEN = "ghp_openapi-check-0123456789"
 REPO = "local/hello"
 # Keywords of OpenAPI 3.0 that JSON Schema does not have (dropped) or spells otherwise (nullable).
 OPENAPI_ONLY = {"nullable", "example", "examples", "discriminator", "xml", "externalDocs", "deprecated"}
-
-
-def _fetch_description() -> Path:
-    target = CACHE / "api.github.com.json"
-    if target.exists():
-        return target
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("npm is not installed: it fetches GitHub's OpenAPI description (apt-get install npm)")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [npm, "pack", PACKAGE, "--pack-destination", str(CACHE)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"npm pack {PACKAGE} failed (is the npm registry reachable?): {proc.stderr[-2000:]}")
-    tarball = CACHE / proc.stdout.strip().splitlines()[-1]
-    with tarfile.open(tarball) as tar:
-        member = tar.extractfile(MEMBER)
-        if member is None:
-            pytest.fail(f"{tarball} has no {MEMBER}")
-        partial = target.with_suffix(".part")
-        partial.write_bytes(member.read())
-        partial.replace(target)
-    tarball.unlink()
-    return target
 
 
 def to_json_schema(node: Any) -> Any:
@@ -90,8 +54,7 @@ def to_json_schema(node: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def description() -> dict[str, Any]:
-    spec: dict[str, Any] = json.loads(_fetch_description().read_text())
-    return spec
+    return fetch(REST)
 
 
 @pytest.fixture(scope="module")
