@@ -471,10 +471,12 @@ class Double:
             return
         if not self.any_pull or not number.isdigit() or int(number) < 1:
             raise ApiError(404, "Not Found")
-        # opened on first use: its head is the newest commit deployed for it, if any
+        # opened on first use: its head is the newest commit deployed for it, if any. Quietly: it stands
+        # for a PR that was open before faye heard of it, so no webhook (it would deploy the PR again).
         shas = [d["sha"] for d in data["deployments"].values() if d["environment"].endswith(f"/pr-{number}")]
         full_name = next(n for n, r in self.state.data["repos"].items() if r["pulls"] is data["pulls"])
-        self.open_pull({"repo": full_name, "number": int(number), "head_sha": shas[-1] if shas else "0" * 40})
+        head = shas[-1] if shas else "0" * 40
+        self.open_pull({"repo": full_name, "number": int(number), "head_sha": head, "deliver": False})
 
     def list_comments(self, owner: str, repo: str, issue_number: str, **_: Any) -> tuple[int, Any]:
         data = self.state.repo(owner, repo)

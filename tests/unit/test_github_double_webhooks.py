@@ -130,3 +130,29 @@ def test_every_pull_request_event_is_githubs_shape_and_signed(
         (a, 202) for a in ("opened", "synchronize", "synchronize", "closed", "reopened")
     ]
     assert [d["answer"]["runs"][0]["dag_id"] for d in listed] == ["faye_deploy"] * 5
+
+
+def test_a_pr_opened_on_first_use_sends_no_webhook(received: tuple[str, list[dict[str, Any]]]) -> None:
+    """The local stack's double opens a PR nobody opened when faye first reports to it (``--any-pull``).
+    That stands for a PR open before faye heard of it: a webhook would deploy it a second time (it
+    did, in CI: a REST-triggered deploy's report opened the PR, and the webhook's deploy superseded it)."""
+    url, got = received
+    server = make_server(
+        "127.0.0.1", 0, GithubState(), token=TOKEN, any_pull=True, webhooks=WebhookSender(url, SECRET)
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    double = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        requests.post(f"{double}/_double/repos", json={"full_name": REPO}, timeout=5).raise_for_status()
+        auth = {"Authorization": f"token {TOKEN}"}
+        answer = requests.post(
+            f"{double}/repos/{REPO}/issues/42/comments", json={"body": "hi"}, headers=auth, timeout=5
+        )
+        assert answer.status_code == 201, answer.text
+        state = requests.get(f"{double}/_double/state", timeout=5).json()[REPO]
+        assert [(p["number"], p["state"]) for p in state["pulls"]] == [(42, "open")]
+        assert requests.get(f"{double}/_double/deliveries", timeout=5).json() == []
+        assert got == []
+    finally:
+        server.shutdown()
+        server.server_close()
